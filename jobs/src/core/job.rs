@@ -1,0 +1,61 @@
+//! What a job kind is: a versioned serde payload with an explicit queue name,
+//! a retry policy and a handler.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sqlx::PgPool;
+
+use super::{error::JobError, policy::RetryPolicy};
+
+/// A job kind. Queue names are explicit strings so renaming a Rust type never orphans
+/// queued jobs. Payload fields added later must carry `#[serde(default)]`; a change
+/// that cannot be defaulted bumps `VERSION`.
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+    const QUEUE: &'static str;
+    const VERSION: u16 = 1;
+    const POLICY: RetryPolicy = RetryPolicy::STANDARD;
+
+    fn run(self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+/// What a running job can use.
+#[derive(Clone)]
+pub struct JobContext {
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    pub job_id: String,
+    pub attempt: u32,
+}
+
+/// The stored form of a payload: `{"v": <version>, "payload": {...}}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub v: u16,
+    pub payload: T,
+}
+
+impl<J: Job> Envelope<J> {
+    pub fn encode(job: &J) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&Envelope {
+            v: J::VERSION,
+            payload: job,
+        })
+    }
+
+    /// Reads a stored payload. A payload from a newer release is retryable (a newer
+    /// worker may be rolling out); one that does not parse is permanent.
+    pub fn decode(value: serde_json::Value) -> Result<J, JobError> {
+        let version = value.get("v").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version > u64::from(J::VERSION) {
+            return Err(JobError::retryable(format!(
+                "payload version {version} is newer than this worker's {} for {}",
+                J::VERSION,
+                J::QUEUE
+            )));
+        }
+        serde_json::from_value::<Envelope<J>>(value)
+            .map(|e| e.payload)
+            .map_err(|e| JobError::permanent(format!("undecodable {} payload: {e}", J::QUEUE)))
+    }
+}

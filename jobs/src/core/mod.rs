@@ -1,0 +1,16 @@
+//! The job core every job kind uses: payloads, errors, retry policy, enqueue, the
+//! outbound HTTP classifier, the attempt history and the apalis worker runner.
+
+pub mod attempts;
+pub mod enqueue;
+pub mod error;
+pub mod job;
+pub mod outbound;
+pub mod policy;
+pub mod runner;
+
+pub use enqueue::{EnqueueError, EnqueueOptions, enqueue};
+pub use error::JobError;
+pub use job::{Job, JobContext};
+pub use policy::RetryPolicy;
+pub use runner::{WorkerSet, WorkerSettings};

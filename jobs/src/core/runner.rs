@@ -1,0 +1,211 @@
+//! Runs job kinds on apalis workers: one apalis worker per queue per process, woken by
+//! LISTEN/NOTIFY and a slow poll (for retries coming due), with our retry semantics
+//! layered on top of apalis-postgres.
+//!
+//! apalis-postgres re-fetches a failed job whose `attempts < max_attempts` as soon as its
+//! `run_at` has passed, and its acknowledgement never moves `run_at`. So on a retryable
+//! error we move `run_at` to now + the policy's delay before handing the error back:
+//! the retry is durable and waits for its time. Permanent errors are returned as
+//! `AbortError` (status `Killed`), which apalis never re-fetches.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use apalis::prelude::*;
+use apalis_core::backend::ext::poll_strategy::{PollWith, Strategy};
+use apalis_postgres::{Config, PostgresStorage, Pubsub};
+use chrono::Utc;
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use super::{
+    attempts::{AttemptLog, AttemptRecord, Outcome},
+    error::ErrorKind,
+    job::{Envelope, Job, JobContext},
+};
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Unique per process; apalis uses it to tell live workers from dead ones.
+    pub process_name: String,
+    /// Jobs of one queue running at once in this process.
+    pub concurrency: usize,
+    /// Jobs fetched per round trip.
+    pub batch_size: usize,
+    /// Fallback poll for jobs whose run time comes due (NOTIFY covers new ones).
+    pub poll_interval: Duration,
+    /// Heartbeat period; a worker silent for `heartbeat * missed_heartbeats` is dead and
+    /// its jobs go back to the queue.
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    /// Time limit for each outbound HTTP call.
+    pub http_timeout: Duration,
+    /// How long in-flight jobs may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl WorkerSettings {
+    pub fn new(process_name: impl Into<String>) -> Self {
+        Self {
+            process_name: process_name.into(),
+            concurrency: 32,
+            batch_size: 32,
+            poll_interval: Duration::from_millis(500),
+            heartbeat: Duration::from_secs(5),
+            missed_heartbeats: 4,
+            http_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Shared {
+    pool: PgPool,
+    http: reqwest::Client,
+    attempts: AttemptLog,
+}
+
+/// The job kinds one worker process runs. Build it with [`crate::register_all`].
+pub struct WorkerSet {
+    monitor: Monitor,
+    shared: Arc<Shared>,
+    writer: tokio::task::JoinHandle<()>,
+    settings: WorkerSettings,
+}
+
+impl WorkerSet {
+    pub fn new(pool: PgPool, settings: WorkerSettings) -> Self {
+        let (attempts, writer) = AttemptLog::start(pool.clone());
+        let shared = Arc::new(Shared {
+            http: super::outbound::client(settings.http_timeout),
+            pool,
+            attempts,
+        });
+        let monitor = Monitor::new().shutdown_timeout(settings.shutdown_grace);
+        Self {
+            monitor,
+            shared,
+            writer,
+            settings,
+        }
+    }
+
+    /// Adds a worker for job kind `J`.
+    pub fn add<J: Job>(mut self) -> Self {
+        let shared = self.shared.clone();
+        let settings = self.settings.clone();
+        let name = format!("{}:{}", settings.process_name, J::QUEUE);
+        self.monitor = self.monitor.register(move |_restarts| {
+            let pool = &shared.pool;
+            let config = Config::default()
+                .queue(J::QUEUE)
+                .batch_size(settings.batch_size)
+                .heartbeat_interval(settings.heartbeat)
+                .missed_heartbeats(settings.missed_heartbeats);
+            let storage = PostgresStorage::<serde_json::Value>::new(pool).with_config(config);
+            let wake = Strategy::new()
+                .stream(Pubsub::new(pool.clone(), J::QUEUE.to_owned()))
+                .interval(settings.poll_interval);
+            WorkerBuilder::new(name.as_str())
+                .backend(PollWith::new(storage, wake))
+                .data(shared.clone())
+                .concurrency(settings.concurrency)
+                .build(handle::<J>)
+        });
+        self
+    }
+
+    /// Runs until `shutdown` resolves, then lets in-flight jobs finish (up to the grace
+    /// period) and flushes the attempt history.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = std::io::Result<()>> + Send,
+    ) -> anyhow::Result<()> {
+        let result = self.monitor.run_with_signal(shutdown).await;
+        drop(self.shared);
+        let _ = self.writer.await;
+        result.map_err(|e| anyhow::anyhow!("workers stopped with an error: {e}"))
+    }
+}
+
+async fn handle<J: Job>(
+    args: serde_json::Value,
+    task_id: TaskId,
+    attempt: Attempt,
+    worker: WorkerContext,
+    shared: Data<Arc<Shared>>,
+) -> Result<(), BoxDynError> {
+    let job_id = task_id.to_string();
+    let attempt = attempt.current() as u32;
+    let ctx = JobContext {
+        pool: shared.pool.clone(),
+        http: shared.http.clone(),
+        job_id: job_id.clone(),
+        attempt,
+    };
+    let span = tracing::info_span!("job", job_id = %job_id, queue = J::QUEUE, attempt);
+    let started_at = Utc::now();
+    let result = async { Envelope::<J>::decode(args)?.run(ctx).await }
+        .instrument(span.clone())
+        .await;
+
+    let (outcome, next_run_at, returned) = match result {
+        Ok(()) => (Outcome::Done, None, Ok(())),
+        Err(error) => match error.kind {
+            ErrorKind::Permanent => (
+                Outcome::Killed,
+                None,
+                Err(Box::new(AbortError::new(error.clone())) as BoxDynError),
+            ),
+            ErrorKind::Retryable { retry_after } => {
+                match J::POLICY.next_delay(attempt, retry_after) {
+                    None => (Outcome::Failed, None, Err(error.clone().into())),
+                    Some(delay) => {
+                        let next = schedule_retry(&shared.pool, &job_id, delay).await;
+                        (Outcome::RetryScheduled, next, Err(error.clone().into()))
+                    }
+                }
+            }
+        },
+    };
+    let error = returned.as_ref().err().map(|e| match e.downcast_ref::<AbortError>() {
+        Some(_) => e.source().map_or_else(|| e.to_string(), |s| s.to_string()),
+        None => e.to_string(),
+    });
+    span.in_scope(|| match &error {
+        None => tracing::debug!("job done"),
+        Some(e) => tracing::warn!(outcome = outcome.as_str(), error = %e, "job attempt failed"),
+    });
+    shared.attempts.record(AttemptRecord {
+        job_id,
+        queue: J::QUEUE,
+        attempt,
+        worker: worker.name().to_owned(),
+        started_at,
+        finished_at: Utc::now(),
+        outcome,
+        error,
+        next_run_at,
+    });
+    returned
+}
+
+/// Moves the job's next run time; returns it, or `None` if the database refused (the job
+/// then runs again as soon as apalis sees it, which is safe but early).
+async fn schedule_retry(
+    pool: &PgPool,
+    job_id: &str,
+    delay: Duration,
+) -> Option<chrono::DateTime<Utc>> {
+    let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query_scalar(
+        "UPDATE apalis.jobs SET run_at = now() + $2 * interval '1 millisecond'
+         WHERE id = $1 RETURNING run_at",
+    )
+    .bind(job_id)
+    .bind(millis as f64)
+    .fetch_optional(pool)
+    .await
+    .inspect_err(|e| tracing::error!(job_id, error = %e, "could not schedule retry"))
+    .ok()
+    .flatten()
+}

@@ -1,0 +1,38 @@
+//! Who may call what: the operator's admin token, and partners' integration tokens.
+
+use poem::{Request, http::StatusCode};
+use poem_openapi::{SecurityScheme, auth::Bearer};
+
+use super::AppState;
+use crate::{secrets, tenancy};
+
+/// Operator access: `Authorization: Bearer <SYNCLINE_ADMIN_TOKEN>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check_admin")]
+pub struct AdminAuth(());
+
+async fn check_admin(req: &Request, bearer: Bearer) -> Option<()> {
+    let state = req.data::<AppState>()?;
+    secrets::hashes_match(&secrets::hash(&bearer.token), &state.admin_token_hash).then_some(())
+}
+
+/// Partner access: `Authorization: Bearer <token issued for an integration or user>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check_partner")]
+pub struct PartnerAuth(pub tenancy::Principal);
+
+async fn check_partner(req: &Request, bearer: Bearer) -> poem::Result<tenancy::Principal> {
+    let unauthorized = || poem::Error::from_string("invalid token", StatusCode::UNAUTHORIZED);
+    let state = req.data::<AppState>().ok_or_else(unauthorized)?;
+    match tenancy::authenticate(&state.pool, &bearer.token).await {
+        Ok(Some(principal)) => Ok(principal),
+        Ok(None) => Err(unauthorized()),
+        Err(e) => {
+            tracing::error!(error = %e, "token lookup failed");
+            Err(poem::Error::from_string(
+                "the database is unavailable; try again later",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ))
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The one error shape every 4xx/5xx carries: `{"code": "...", "message": "..."}`.
+
+use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
+use poem_openapi::{ApiResponse, Object, payload::Json};
+
+use crate::tenancy::TenancyError;
+
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// Stable, machine-readable code (e.g. `invalid_request`, `unauthorized`).
+    pub code: String,
+    /// Human-readable explanation; may change between releases.
+    pub message: String,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is malformed or fails validation.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing or wrong credentials.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The addressed resource does not exist.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request conflicts with existing state.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// A dependency (the database) is unavailable; retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        code: code.to_owned(),
+        message: message.into(),
+    })
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest(body("invalid_request", message))
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(body("not_found", message))
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::Unauthorized(body("unauthorized", "missing or invalid credentials"))
+    }
+}
+
+/// Database failures are reported as temporary: the details go to the log, not the caller.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "database error while serving a request");
+        Self::Unavailable(body(
+            "unavailable",
+            "the database is unavailable; try again later",
+        ))
+    }
+}
+
+impl From<TenancyError> for ApiError {
+    fn from(e: TenancyError) -> Self {
+        match e {
+            TenancyError::Invalid(m) => Self::bad_request(m),
+            TenancyError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            TenancyError::Conflict(m) => Self::Conflict(body("conflict", m)),
+            TenancyError::Database(e) => e.into(),
+        }
+    }
+}
+
+/// The stable code for a status that did not come from our own handlers.
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "invalid_request",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "internal",
+    }
+}
+
+/// Rewrites any error that is not already our JSON body (routing misses, payload parse
+/// failures, auth rejections from the framework) into it, keeping its status.
+pub async fn render_any_error<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    match next.call(req).await {
+        Ok(resp) => Ok(resp.into_response()),
+        Err(err) => {
+            let message = err.to_string();
+            let resp = err.into_response();
+            let is_json = resp
+                .content_type()
+                .is_some_and(|ct| ct.starts_with("application/json"));
+            if is_json {
+                return Ok(resp);
+            }
+            let status = resp.status();
+            let message = if status.is_server_error() {
+                tracing::error!(%status, error = %message, "request failed");
+                "internal error".to_owned()
+            } else {
+                message
+            };
+            Ok(body(code_for(status), message).with_status(status).into_response())
+        }
+    }
+}

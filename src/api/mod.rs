@@ -1,0 +1,83 @@
+//! The HTTP API: routes, the OpenAPI document, docs UI, and the error envelope.
+
+mod admin;
+mod admin_jobs;
+mod auth;
+mod error;
+mod health;
+mod limits;
+mod whoami;
+
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::{OpenApiService, Tags};
+use sqlx::PgPool;
+
+use crate::secrets::{self, TokenHash};
+
+#[derive(Tags)]
+enum Tag {
+    /// Liveness and readiness.
+    Health,
+    /// Operator endpoints (admin token).
+    Admin,
+    /// Operator endpoints for jobs (admin token).
+    Jobs,
+    /// Endpoints partners call with their integration tokens.
+    Partner,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    admin_token_hash: TokenHash,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, admin_token: &str) -> Self {
+        Self {
+            pool,
+            admin_token_hash: secrets::hash(admin_token),
+        }
+    }
+}
+
+type Apis = (
+    health::HealthApi,
+    admin::AdminApi,
+    admin_jobs::AdminJobsApi,
+    whoami::WhoamiApi,
+);
+
+fn service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            health::HealthApi,
+            admin::AdminApi,
+            admin_jobs::AdminJobsApi,
+            whoami::WhoamiApi,
+        ),
+        "syncline",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Durable integration hub: partner protocols over HTTP, typed retriable jobs on Postgres.")
+}
+
+/// The OpenAPI document, exactly as served at `/openapi.json`.
+pub fn openapi_json() -> String {
+    service().spec()
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint {
+    let api = service();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .around(move |next, req| limits::limit_body(next, req, max_body_bytes))
+        .around(error::render_any_error)
+        .data(state)
+        .with(poem::middleware::Tracing)
+}

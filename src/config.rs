@@ -1,0 +1,136 @@
+//! Settings from the environment, validated once at start-up into one struct.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres to use; `None` starts the embedded cluster under `data_dir`.
+    pub database_url: Option<String>,
+    pub listen: SocketAddr,
+    /// Bearer token for `/admin/...`; `dev` generates one when unset.
+    pub admin_token: Option<String>,
+    pub data_dir: PathBuf,
+    pub worker_concurrency: usize,
+    pub worker_batch_size: usize,
+    pub shutdown_grace: Duration,
+    pub max_body_bytes: usize,
+    pub log_json: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the config from any variable source (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        Ok(Self {
+            database_url: var("DATABASE_URL"),
+            listen: parsed(&var, "SYNCLINE_LISTEN", "127.0.0.1:8080".parse().ok())?,
+            admin_token: match var("SYNCLINE_ADMIN_TOKEN") {
+                Some(t) if t.len() < 16 => {
+                    return Err(ConfigError {
+                        variable: "SYNCLINE_ADMIN_TOKEN",
+                        problem: "must be at least 16 characters".into(),
+                    });
+                }
+                other => other,
+            },
+            data_dir: var("SYNCLINE_DATA_DIR").map_or_else(|| ".syncline".into(), PathBuf::from),
+            worker_concurrency: positive(&var, "SYNCLINE_WORKER_CONCURRENCY", 32)?,
+            worker_batch_size: positive(&var, "SYNCLINE_WORKER_BATCH_SIZE", 32)?,
+            shutdown_grace: Duration::from_secs(parsed(
+                &var,
+                "SYNCLINE_SHUTDOWN_GRACE_SECS",
+                Some(30u64),
+            )?),
+            max_body_bytes: positive(&var, "SYNCLINE_MAX_BODY_BYTES", 1024 * 1024)?,
+            log_json: match var("SYNCLINE_LOG_FORMAT").as_deref() {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => {
+                    return Err(ConfigError {
+                        variable: "SYNCLINE_LOG_FORMAT",
+                        problem: format!("expected `text` or `json`, got `{other}`"),
+                    });
+                }
+            },
+        })
+    }
+}
+
+fn parsed<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: Option<T>,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        Some(raw) => raw.trim().parse().map_err(|e| ConfigError {
+            variable: name,
+            problem: format!("cannot parse `{raw}`: {e}"),
+        }),
+        None => default.ok_or(ConfigError {
+            variable: name,
+            problem: "is required".into(),
+        }),
+    }
+}
+
+fn positive(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match parsed(var, name, Some(default))? {
+        0 => Err(ConfigError {
+            variable: name,
+            problem: "must be greater than 0".into(),
+        }),
+        n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, None);
+        assert_eq!(c.worker_concurrency, 32);
+    }
+
+    #[test]
+    fn bad_value_names_the_variable() {
+        let err = config(&[("SYNCLINE_LISTEN", "nowhere")]).unwrap_err();
+        assert_eq!(err.variable, "SYNCLINE_LISTEN");
+        let err = config(&[("SYNCLINE_WORKER_CONCURRENCY", "0")]).unwrap_err();
+        assert_eq!(err.variable, "SYNCLINE_WORKER_CONCURRENCY");
+        let err = config(&[("SYNCLINE_ADMIN_TOKEN", "short")]).unwrap_err();
+        assert_eq!(err.variable, "SYNCLINE_ADMIN_TOKEN");
+        let err = config(&[("SYNCLINE_LOG_FORMAT", "xml")]).unwrap_err();
+        assert_eq!(err.variable, "SYNCLINE_LOG_FORMAT");
+    }
+}

@@ -1,0 +1,16 @@
+//! Both migration sets, applied idempotently: apalis's (recorded by sqlx in the default
+//! `_sqlx_migrations` table) and ours (recorded in `_syncline_migrations`), so neither
+//! set ever sees the other's versions as unknown.
+
+use apalis_postgres::PostgresStorage;
+use sqlx::PgPool;
+
+pub async fn run(pool: &PgPool) -> anyhow::Result<()> {
+    PostgresStorage::setup(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("apalis migrations failed: {e}"))?;
+    let mut ours = sqlx::migrate!("./migrations");
+    ours.dangerous_set_table_name("_syncline_migrations");
+    ours.run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! syncline: a durable integration hub. One binary; the API validates, stores and
+//! enqueues, the workers run typed, retriable jobs on Postgres.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod hub;
+pub mod job_admin;
+pub mod secrets;
+pub mod tenancy;

@@ -1,0 +1,241 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use syncline::{
+    api,
+    config::Config,
+    hub::{self, Database, Shutdown},
+    job_admin, secrets,
+    tenancy::{self, IntegrationKind, Name},
+};
+use uuid::Uuid;
+
+/// syncline: durable integration hub.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API + workers in one process (embedded Postgres when DATABASE_URL is unset).
+    Dev,
+    /// The API only.
+    Serve,
+    /// Workers only; run as many of these processes as you like.
+    Work,
+    /// Apply database migrations (ours and apalis's) and exit.
+    Migrate,
+    /// Write the OpenAPI document.
+    Openapi {
+        #[arg(long, default_value = "openapi/openapi.json")]
+        out: PathBuf,
+        /// Fail if the file differs from what the code generates instead of writing it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenants(TenantCommand),
+    /// Manage integrations.
+    #[command(subcommand)]
+    Integrations(IntegrationCommand),
+    /// Issue tokens.
+    #[command(subcommand)]
+    Tokens(TokenCommand),
+    /// Inspect jobs.
+    #[command(subcommand)]
+    Jobs(JobCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    Create { name: String },
+    List,
+}
+
+#[derive(Subcommand)]
+enum IntegrationCommand {
+    /// Create an integration; prints its token once.
+    Create {
+        #[arg(long)]
+        tenant: Uuid,
+        #[arg(long, value_enum)]
+        kind: IntegrationKind,
+        #[arg(long)]
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        tenant: Uuid,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token for one user of an integration; prints it once.
+    CreateUser {
+        #[arg(long)]
+        integration: Uuid,
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// One job with every attempt, as JSON.
+    Show { id: String },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("syncline: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_tracing(&config);
+    if let Err(e) = run(cli.command, config).await {
+        eprintln!("syncline: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_postgres=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Openapi { out, check } => return openapi(&out, check),
+        Command::Dev => return dev(config).await,
+        _ => {}
+    }
+    let db = Database::open(&config, 20).await?;
+    let result = match command {
+        Command::Serve => serve(&config, &db).await,
+        Command::Work => hub::work(db.pool.clone(), &config, hub::process_name(), Shutdown::on_signals()).await,
+        Command::Migrate => {
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenants(c) => tenants(&db, c).await,
+        Command::Integrations(c) => integrations(&db, c).await,
+        Command::Tokens(c) => tokens(&db, c).await,
+        Command::Jobs(JobCommand::Show { id }) => match job_admin::show(&db.pool, &id).await? {
+            Some(job) => {
+                println!("{job:#?}");
+                Ok(())
+            }
+            None => Err(anyhow::anyhow!("no job `{id}`")),
+        },
+        Command::Openapi { .. } | Command::Dev => unreachable!("handled above"),
+    };
+    db.close().await;
+    result
+}
+
+fn openapi(out: &std::path::Path, check: bool) -> anyhow::Result<()> {
+    let spec = api::openapi_json();
+    if check {
+        let committed = std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+        anyhow::ensure!(committed == spec, "{} is out of date: run `syncline openapi`", out.display());
+        println!("{} is up to date", out.display());
+    } else {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out, spec)?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn admin_token(config: &Config, generate: bool) -> anyhow::Result<String> {
+    match (&config.admin_token, generate) {
+        (Some(token), _) => Ok(token.clone()),
+        (None, true) => {
+            let token = secrets::issue().plaintext;
+            println!("admin token (generated for this run; set SYNCLINE_ADMIN_TOKEN to choose one): {token}");
+            Ok(token)
+        }
+        (None, false) => Err(anyhow::anyhow!(
+            "SYNCLINE_ADMIN_TOKEN: is required for `serve` (at least 16 characters)"
+        )),
+    }
+}
+
+async fn serve(config: &Config, db: &Database) -> anyhow::Result<()> {
+    let state = api::AppState::new(db.pool.clone(), &admin_token(config, false)?);
+    let (acceptor, addr) = hub::bind(config.listen).await?;
+    println!("syncline API on http://{addr} (docs: http://{addr}/docs)");
+    hub::serve(acceptor, state, config, Shutdown::on_signals()).await
+}
+
+async fn dev(config: Config) -> anyhow::Result<()> {
+    let db = Database::open(&config, 40).await?;
+    let state = api::AppState::new(db.pool.clone(), &admin_token(&config, true)?);
+    let (acceptor, addr) = hub::bind(config.listen).await?;
+    let shutdown = Shutdown::on_signals();
+    println!("syncline dev: API, workers and scheduler in one process");
+    println!("  API:  http://{addr}");
+    println!("  docs: http://{addr}/docs");
+    let api = hub::serve(acceptor, state, &config, shutdown.clone());
+    let workers = hub::work(db.pool.clone(), &config, hub::process_name(), shutdown);
+    let (api, workers) = tokio::join!(api, workers);
+    db.close().await;
+    api.and(workers)
+}
+
+async fn tenants(db: &Database, command: TenantCommand) -> anyhow::Result<()> {
+    match command {
+        TenantCommand::Create { name } => {
+            let t = tenancy::create_tenant(&db.pool, &Name::parse(&name, "name")?).await?;
+            println!("{}\t{}", t.id, t.name);
+        }
+        TenantCommand::List => {
+            for t in tenancy::list_tenants(&db.pool).await? {
+                println!("{}\t{}\t{}", t.id, t.name, t.created_at);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn integrations(db: &Database, command: IntegrationCommand) -> anyhow::Result<()> {
+    match command {
+        IntegrationCommand::Create { tenant, kind, name } => {
+            let name = Name::parse(&name, "name")?;
+            let (i, token) = tenancy::create_integration(&db.pool, tenant, kind, &name).await?;
+            println!("{}\t{}\t{}", i.id, i.kind.as_str(), i.name);
+            println!("token (shown once): {}", token.token);
+        }
+        IntegrationCommand::List { tenant } => {
+            for i in tenancy::list_integrations(&db.pool, tenant).await? {
+                println!("{}\t{}\t{}\t{}", i.id, i.kind.as_str(), i.name, i.created_at);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn tokens(db: &Database, command: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::CreateUser { integration, user } = command;
+    let token = tenancy::issue_user_token(&db.pool, integration, &user).await?;
+    println!("{}\ttoken (shown once): {}", token.credential_id, token.token);
+    Ok(())
+}
