@@ -12,6 +12,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub worker_concurrency: usize,
     pub worker_batch_size: usize,
+    /// Worker heartbeat; a worker silent for 4 heartbeats is dead and its jobs are re-queued.
+    pub worker_heartbeat: Duration,
+    /// Fallback poll for jobs whose run time comes due (new jobs arrive by NOTIFY).
+    pub worker_poll: Duration,
     pub shutdown_grace: Duration,
     pub max_body_bytes: usize,
     pub log_json: bool,
@@ -47,6 +51,12 @@ impl Config {
             data_dir: var("SYNCLINE_DATA_DIR").map_or_else(|| ".syncline".into(), PathBuf::from),
             worker_concurrency: positive(&var, "SYNCLINE_WORKER_CONCURRENCY", 32)?,
             worker_batch_size: positive(&var, "SYNCLINE_WORKER_BATCH_SIZE", 32)?,
+            worker_heartbeat: Duration::from_secs(
+                positive(&var, "SYNCLINE_WORKER_HEARTBEAT_SECS", 5)? as u64,
+            ),
+            worker_poll: Duration::from_millis(
+                positive(&var, "SYNCLINE_WORKER_POLL_MS", 500)? as u64,
+            ),
             shutdown_grace: Duration::from_secs(parsed(
                 &var,
                 "SYNCLINE_SHUTDOWN_GRACE_SECS",

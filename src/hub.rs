@@ -120,6 +120,8 @@ pub async fn work(
     settings.concurrency = config.worker_concurrency;
     settings.batch_size = config.worker_batch_size;
     settings.shutdown_grace = config.shutdown_grace;
+    settings.heartbeat = config.worker_heartbeat;
+    settings.poll_interval = config.worker_poll;
     let workers = syncline_jobs::register_all(WorkerSet::new(pool, settings));
     let stop = shutdown.wait();
     workers

@@ -10,7 +10,7 @@ use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::mpsc,
+    sync::{Mutex, mpsc},
     time::Duration,
 };
 
@@ -28,7 +28,7 @@ pub struct EmbeddedPostgres {
     pub url: String,
     /// The postmaster we started, if we started it (not when we joined a running one).
     started: Option<Pid>,
-    exited: Option<mpsc::Receiver<()>>,
+    exited: Option<Mutex<mpsc::Receiver<()>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ impl EmbeddedPostgres {
         let this = Self {
             url: format!("postgres://postgres@127.0.0.1:{port}/{DATABASE}"),
             started: Some(pid),
-            exited: Some(exited),
+            exited: Some(Mutex::new(exited)),
         };
         if let Err(e) = this.create_database(port).await {
             this.stop();
@@ -121,7 +121,9 @@ impl EmbeddedPostgres {
     pub fn stop(&self) {
         if let (Some(pid), Some(exited)) = (self.started, &self.exited) {
             let _ = kill(pid, Signal::SIGINT);
-            let _ = exited.recv_timeout(Duration::from_secs(10));
+            if let Ok(exited) = exited.lock() {
+                let _ = exited.recv_timeout(Duration::from_secs(10));
+            }
         }
     }
 }
