@@ -51,11 +51,13 @@ impl Config {
             data_dir: var("SYNCLINE_DATA_DIR").map_or_else(|| ".syncline".into(), PathBuf::from),
             worker_concurrency: positive(&var, "SYNCLINE_WORKER_CONCURRENCY", 32)?,
             worker_batch_size: positive(&var, "SYNCLINE_WORKER_BATCH_SIZE", 32)?,
-            worker_heartbeat: Duration::from_secs(
-                positive(&var, "SYNCLINE_WORKER_HEARTBEAT_SECS", 5)? as u64,
-            ),
+            worker_heartbeat: Duration::from_secs(positive(
+                &var,
+                "SYNCLINE_WORKER_HEARTBEAT_SECS",
+                5,
+            )? as u64),
             worker_poll: Duration::from_millis(
-                positive(&var, "SYNCLINE_WORKER_POLL_MS", 500)? as u64,
+                positive(&var, "SYNCLINE_WORKER_POLL_MS", 500)? as u64
             ),
             shutdown_grace: Duration::from_secs(parsed(
                 &var,

@@ -109,9 +109,12 @@ async fn main() {
 }
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_postgres=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        "info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_postgres=warn".into()
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if config.log_json {
         builder.json().init();
     } else {
@@ -128,7 +131,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let db = Database::open(&config, 20).await?;
     let result = match command {
         Command::Serve => serve(&config, &db).await,
-        Command::Work => hub::work(db.pool.clone(), &config, hub::process_name(), Shutdown::on_signals()).await,
+        Command::Work => {
+            hub::work(
+                db.pool.clone(),
+                &config,
+                hub::process_name(),
+                Shutdown::on_signals(),
+            )
+            .await
+        }
         Command::Migrate => {
             println!("migrations applied");
             Ok(())
@@ -152,8 +163,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 fn openapi(out: &std::path::Path, check: bool) -> anyhow::Result<()> {
     let spec = api::openapi_json();
     if check {
-        let committed = std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
-        anyhow::ensure!(committed == spec, "{} is out of date: run `syncline openapi`", out.display());
+        let committed =
+            std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+        anyhow::ensure!(
+            committed == spec,
+            "{} is out of date: run `syncline openapi`",
+            out.display()
+        );
         println!("{} is up to date", out.display());
     } else {
         if let Some(dir) = out.parent() {
@@ -170,7 +186,9 @@ fn admin_token(config: &Config, generate: bool) -> anyhow::Result<String> {
         (Some(token), _) => Ok(token.clone()),
         (None, true) => {
             let token = secrets::issue().plaintext;
-            println!("admin token (generated for this run; set SYNCLINE_ADMIN_TOKEN to choose one): {token}");
+            println!(
+                "admin token (generated for this run; set SYNCLINE_ADMIN_TOKEN to choose one): {token}"
+            );
             Ok(token)
         }
         (None, false) => Err(anyhow::anyhow!(
@@ -226,7 +244,13 @@ async fn integrations(db: &Database, command: IntegrationCommand) -> anyhow::Res
         }
         IntegrationCommand::List { tenant } => {
             for i in tenancy::list_integrations(&db.pool, tenant).await? {
-                println!("{}\t{}\t{}\t{}", i.id, i.kind.as_str(), i.name, i.created_at);
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    i.id,
+                    i.kind.as_str(),
+                    i.name,
+                    i.created_at
+                );
             }
         }
     }
@@ -236,6 +260,9 @@ async fn integrations(db: &Database, command: IntegrationCommand) -> anyhow::Res
 async fn tokens(db: &Database, command: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::CreateUser { integration, user } = command;
     let token = tenancy::issue_user_token(&db.pool, integration, &user).await?;
-    println!("{}\ttoken (shown once): {}", token.credential_id, token.token);
+    println!(
+        "{}\ttoken (shown once): {}",
+        token.credential_id, token.token
+    );
     Ok(())
 }

@@ -151,10 +151,11 @@ pub async fn create_integration(
     name: &Name,
 ) -> Result<(Integration, NewToken), TenancyError> {
     let mut tx = pool.begin().await?;
-    let tenant_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
-        .bind(tenant_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let tenant_exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
+            .bind(tenant_id)
+            .fetch_one(&mut *tx)
+            .await?;
     if !tenant_exists {
         return Err(TenancyError::NotFound("tenant"));
     }
@@ -168,9 +169,7 @@ pub async fn create_integration(
     .bind(&name.0)
     .fetch_one(&mut *tx)
     .await
-    .map_err(|e| {
-        conflict_if_duplicate(e, || format!("integration `{}` already exists", name.0))
-    })?;
+    .map_err(|e| conflict_if_duplicate(e, || format!("integration `{}` already exists", name.0)))?;
     let token = insert_credential(&mut tx, integration.id, None).await?;
     tx.commit().await?;
     Ok((integration, token))
@@ -197,7 +196,9 @@ pub async fn issue_user_token(
 ) -> Result<NewToken, TenancyError> {
     let user_id = user_id.trim();
     if user_id.is_empty() || user_id.chars().count() > 200 {
-        return Err(TenancyError::Invalid("user_id must be 1 to 200 characters".into()));
+        return Err(TenancyError::Invalid(
+            "user_id must be 1 to 200 characters".into(),
+        ));
     }
     let mut tx = pool.begin().await?;
     let exists: bool =

@@ -11,13 +11,24 @@ async fn error_body(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.expect("error body is JSON");
     assert!(body["message"].is_string(), "message present: {body}");
-    (status, body["code"].as_str().expect("code present").to_owned())
+    (
+        status,
+        body["code"].as_str().expect("code present").to_owned(),
+    )
 }
 
 #[tokio::test]
 async fn probes_report_process_and_database() {
     let app = spawn_app_with(false).await;
-    let health: Value = app.http.get(app.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    let health: Value = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
@@ -36,7 +47,12 @@ async fn readyz_is_503_when_the_database_is_gone() {
 #[tokio::test]
 async fn unknown_route_is_a_json_404() {
     let app = spawn_app_with(false).await;
-    let resp = app.http.get(app.url("/no/such/route")).send().await.unwrap();
+    let resp = app
+        .http
+        .get(app.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_body(resp).await, (404, "not_found".into()));
     app.stop().await;
 }
@@ -70,7 +86,10 @@ async fn wrong_content_type_is_a_json_415() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_body(resp).await, (415, "unsupported_media_type".into()));
+    assert_eq!(
+        error_body(resp).await,
+        (415, "unsupported_media_type".into())
+    );
     app.stop().await;
 }
 
@@ -100,14 +119,23 @@ async fn oversized_body_is_a_json_413_declared_or_chunked() {
 }
 
 fn futures_chunks(text: String) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    let parts: Vec<_> = text.into_bytes().chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let parts: Vec<_> = text
+        .into_bytes()
+        .chunks(8192)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
     futures::stream::iter(parts)
 }
 
 #[tokio::test]
 async fn admin_routes_reject_missing_and_wrong_tokens() {
     let app = spawn_app_with(false).await;
-    let none = app.http.get(app.url("/admin/tenants")).send().await.unwrap();
+    let none = app
+        .http
+        .get(app.url("/admin/tenants"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_body(none).await, (401, "unauthorized".into()));
     let wrong = app
         .http
@@ -123,9 +151,18 @@ async fn admin_routes_reject_missing_and_wrong_tokens() {
 #[tokio::test]
 async fn served_openapi_document_matches_the_committed_one() {
     let app = spawn_app_with(false).await;
-    let served = app.http.get(app.url("/openapi.json")).send().await.unwrap().text().await.unwrap();
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
-        .expect("openapi/openapi.json is committed");
+    let served = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .expect("openapi/openapi.json is committed");
     assert_eq!(
         served, committed,
         "openapi/openapi.json drifted from the code: run `cargo run -- openapi`"

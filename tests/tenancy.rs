@@ -7,13 +7,21 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn create_tenant(app: &TestApp, name: &str) -> String {
-    let (status, body) = app.admin_json(Method::POST, "/admin/tenants", json!({ "name": name })).await;
+    let (status, body) = app
+        .admin_json(Method::POST, "/admin/tenants", json!({ "name": name }))
+        .await;
     assert_eq!(status, 200, "{body}");
     body["id"].as_str().unwrap().to_owned()
 }
 
 async fn whoami(app: &TestApp, token: &str) -> (u16, Value) {
-    let resp = app.http.get(app.url("/v1/whoami")).bearer_auth(token).send().await.unwrap();
+    let resp = app
+        .http
+        .get(app.url("/v1/whoami"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
@@ -21,13 +29,27 @@ async fn whoami(app: &TestApp, token: &str) -> (u16, Value) {
 async fn tenant_names_are_unique_and_validated() {
     let app = spawn_app_with(false).await;
     create_tenant(&app, "acme").await;
-    let (status, body) = app.admin_json(Method::POST, "/admin/tenants", json!({ "name": " acme " })).await;
+    let (status, body) = app
+        .admin_json(Method::POST, "/admin/tenants", json!({ "name": " acme " }))
+        .await;
     assert_eq!((status, body["code"].as_str()), (409, Some("conflict")));
-    let (status, body) = app.admin_json(Method::POST, "/admin/tenants", json!({ "name": "   " })).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")));
-    let (status, list) = app.admin_json(Method::GET, "/admin/tenants", Value::Null).await;
+    let (status, body) = app
+        .admin_json(Method::POST, "/admin/tenants", json!({ "name": "   " }))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, list) = app
+        .admin_json(Method::GET, "/admin/tenants", Value::Null)
+        .await;
     assert_eq!(status, 200);
-    let names: Vec<_> = list.as_array().unwrap().iter().map(|t| t["name"].clone()).collect();
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
     assert_eq!(names, vec![json!("acme")]);
     app.stop().await;
 }
@@ -47,10 +69,17 @@ async fn integration_token_is_shown_once_stored_hashed_and_authenticates() {
     let token = created["token"].as_str().unwrap().to_owned();
 
     let (_, listed) = app
-        .admin_json(Method::GET, &format!("/admin/tenants/{tenant}/integrations"), Value::Null)
+        .admin_json(
+            Method::GET,
+            &format!("/admin/tenants/{tenant}/integrations"),
+            Value::Null,
+        )
         .await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
-    assert!(!listed.to_string().contains(&token), "tokens are never listed");
+    assert!(
+        !listed.to_string().contains(&token),
+        "tokens are never listed"
+    );
 
     let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM credentials")
         .fetch_all(&app.db.pool)
@@ -117,7 +146,10 @@ async fn unknown_integration_kind_is_rejected_without_writing() {
             json!({ "kind": "ftp", "name": "x" }),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM integrations")
         .fetch_one(&app.db.pool)
         .await

@@ -92,7 +92,9 @@ impl AdminApi {
         body: Json<NewTenant>,
     ) -> Result<Json<TenantView>, ApiError> {
         let name = Name::parse(&body.name, "name")?;
-        Ok(Json(tenancy::create_tenant(&state.pool, &name).await?.into()))
+        Ok(Json(
+            tenancy::create_tenant(&state.pool, &name).await?.into(),
+        ))
     }
 
     /// List tenants, oldest first.

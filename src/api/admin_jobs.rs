@@ -103,7 +103,11 @@ pub struct AdminJobsApi;
 impl AdminJobsApi {
     /// Enqueue a `demo.noop` job (does nothing; measures the engine).
     #[oai(path = "/noop", method = "post")]
-    async fn noop(&self, _auth: AdminAuth, state: Data<&AppState>) -> Result<Json<Enqueued>, ApiError> {
+    async fn noop(
+        &self,
+        _auth: AdminAuth,
+        state: Data<&AppState>,
+    ) -> Result<Json<Enqueued>, ApiError> {
         enqueue_now(&state, &Noop::default()).await
     }
 
@@ -119,7 +123,9 @@ impl AdminJobsApi {
         let url = reqwest::Url::parse(&body.url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.username().is_empty())
-            .ok_or_else(|| ApiError::bad_request("url must be an http(s) URL without credentials"))?;
+            .ok_or_else(|| {
+                ApiError::bad_request("url must be an http(s) URL without credentials")
+            })?;
         enqueue_now(&state, &Ping { url: url.into() }).await
     }
 

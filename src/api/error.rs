@@ -112,7 +112,9 @@ pub async fn render_any_error<E: Endpoint>(next: E, req: Request) -> poem::Resul
             } else {
                 message
             };
-            Ok(body(code_for(status), message).with_status(status).into_response())
+            Ok(body(code_for(status), message)
+                .with_status(status)
+                .into_response())
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Request body size limit: 413 for anything over the configured size, whether it
 //! announces a `Content-Length` or streams chunks.
 
-use poem::{Body, Endpoint, IntoResponse, Request, Response, error::ReadBodyError, http::StatusCode};
+use poem::{
+    Body, Endpoint, IntoResponse, Request, Response, error::ReadBodyError, http::StatusCode,
+};
 
 pub async fn limit_body<E: Endpoint>(
     next: E,

@@ -59,7 +59,9 @@ fn service() -> OpenApiService<Apis, ()> {
         "syncline",
         env!("CARGO_PKG_VERSION"),
     )
-    .description("Durable integration hub: partner protocols over HTTP, typed retriable jobs on Postgres.")
+    .description(
+        "Durable integration hub: partner protocols over HTTP, typed retriable jobs on Postgres.",
+    )
 }
 
 /// The OpenAPI document, exactly as served at `/openapi.json`.

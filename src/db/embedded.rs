@@ -94,7 +94,10 @@ impl EmbeddedPostgres {
         };
         if let Err(e) = this.create_database(port).await {
             this.stop();
-            return Err(e.context(format!("embedded Postgres did not come up; see {}", log.display())));
+            return Err(e.context(format!(
+                "embedded Postgres did not come up; see {}",
+                log.display()
+            )));
         }
         tracing::info!(port, data = %data.display(), "started embedded Postgres (no DATABASE_URL set)");
         Ok(this)
@@ -168,7 +171,14 @@ fn init_cluster(bin: &Path, data: &Path, owner: Option<&User>) -> anyhow::Result
     initdb
         .arg("-D")
         .arg(data)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"])
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ])
         .stdin(Stdio::null());
     as_owner(&mut initdb, owner);
     let out = initdb.output().context("running initdb")?;

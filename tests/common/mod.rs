@@ -94,7 +94,8 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                if let Ok(admin) = db::connect_with_retry(&server, Duration::from_secs(5), 1).await {
+                if let Ok(admin) = db::connect_with_retry(&server, Duration::from_secs(5), 1).await
+                {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
                     let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
                     admin.close().await;
@@ -187,7 +188,12 @@ impl TestApp {
             .bearer_auth(ADMIN_TOKEN)
     }
 
-    pub async fn admin_json(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    pub async fn admin_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
         let resp = self.admin(method, path).json(&body).send().await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
@@ -204,14 +210,22 @@ impl TestApp {
     }
 
     /// Polls the job until `done(job)` holds, or panics after `limit`.
-    pub async fn wait_for_job(&self, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for_job(
+        &self,
+        id: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
             let job = self.job(id).await;
             if done(&job) {
                 return job;
             }
-            assert!(start.elapsed() < limit, "job {id} never reached the expected state: {job:#}");
+            assert!(
+                start.elapsed() < limit,
+                "job {id} never reached the expected state: {job:#}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -228,6 +242,10 @@ impl TestApp {
 pub fn outcomes(job: &Value) -> Vec<String> {
     job["attempt_history"]
         .as_array()
-        .map(|a| a.iter().map(|x| x["outcome"].as_str().unwrap_or("").to_owned()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| x["outcome"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -84,7 +84,9 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> Result<(
                 _ => Err(JobError::permanent(message)),
             }
         }
-        300..=399 => Err(JobError::permanent(format!("unexpected redirect: HTTP {code}"))),
+        300..=399 => Err(JobError::permanent(format!(
+            "unexpected redirect: HTTP {code}"
+        ))),
         _ => Err(JobError::permanent(format!("HTTP {code}{}", excerpt(body)))),
     }
 }
@@ -107,7 +109,10 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = when.signed_duration_since(chrono::Utc::now()).to_std().ok()?;
+    let wait = when
+        .signed_duration_since(chrono::Utc::now())
+        .to_std()
+        .ok()?;
     Some(wait)
 }
 

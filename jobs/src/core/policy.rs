@@ -52,8 +52,9 @@ mod tests {
 
     #[test]
     fn budget_spent_at_max_attempts() {
+        const ONE_SECOND: &[Duration] = &[secs(1)];
         let p = RetryPolicy {
-            delays: &[secs(1)],
+            delays: ONE_SECOND,
             max_attempts: 3,
         };
         assert!(p.next_delay(2, None).is_some());

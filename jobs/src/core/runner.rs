@@ -167,10 +167,13 @@ async fn handle<J: Job>(
             }
         },
     };
-    let error = returned.as_ref().err().map(|e| match e.downcast_ref::<AbortError>() {
-        Some(_) => e.source().map_or_else(|| e.to_string(), |s| s.to_string()),
-        None => e.to_string(),
-    });
+    let error = returned
+        .as_ref()
+        .err()
+        .map(|e| match e.downcast_ref::<AbortError>() {
+            Some(_) => e.source().map_or_else(|| e.to_string(), |s| s.to_string()),
+            None => e.to_string(),
+        });
     span.in_scope(|| match &error {
         None => tracing::debug!("job done"),
         Some(e) => tracing::warn!(outcome = outcome.as_str(), error = %e, "job attempt failed"),
