@@ -17,6 +17,8 @@ pub struct Config {
     /// Fallback poll for jobs whose run time comes due (new jobs arrive by NOTIFY).
     pub worker_poll: Duration,
     pub shutdown_grace: Duration,
+    /// Finished jobs are pruned after this many days (failed ones are kept).
+    pub retention_days: u32,
     pub max_body_bytes: usize,
     pub log_json: bool,
 }
@@ -64,6 +66,7 @@ impl Config {
                 "SYNCLINE_SHUTDOWN_GRACE_SECS",
                 Some(30u64),
             )?),
+            retention_days: positive(&var, "SYNCLINE_RETENTION_DAYS", 7)? as u32,
             max_body_bytes: positive(&var, "SYNCLINE_MAX_BODY_BYTES", 1024 * 1024)?,
             log_json: match var("SYNCLINE_LOG_FORMAT").as_deref() {
                 None | Some("text") => false,

@@ -127,12 +127,7 @@ pub async fn work(
     settings.shutdown_grace = config.shutdown_grace;
     settings.heartbeat = config.worker_heartbeat;
     settings.poll_interval = config.worker_poll;
+    settings.retention_days = config.retention_days;
     let workers = syncline_jobs::register_all(WorkerSet::new(pool, settings));
-    let stop = shutdown.wait();
-    workers
-        .run(async move {
-            stop.await;
-            Ok(())
-        })
-        .await
+    workers.run(shutdown.wait()).await
 }

@@ -179,7 +179,7 @@ async fn undecodable_payload_is_killed_not_retried() {
     .execute(&app.db.pool)
     .await
     .unwrap();
-    let id: String = sqlx::query_scalar("SELECT id FROM apalis.jobs")
+    let id: String = sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE job_type = 'demo.ping'")
         .fetch_one(&app.db.pool)
         .await
         .unwrap();

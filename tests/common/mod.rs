@@ -126,11 +126,7 @@ impl Workers {
     pub fn start(pool: &PgPool, settings: WorkerSettings) -> Self {
         let (stop, shutdown) = Shutdown::manual();
         let set = syncline_jobs::register_all(WorkerSet::new(pool.clone(), settings));
-        let wait = shutdown.wait();
-        let handle = tokio::spawn(set.run(async move {
-            wait.await;
-            Ok(())
-        }));
+        let handle = tokio::spawn(set.run(shutdown.wait()));
         Self { stop, handle }
     }
 

@@ -8,6 +8,7 @@ pub mod job;
 pub mod outbound;
 pub mod policy;
 pub mod runner;
+pub mod schedule;
 
 pub use enqueue::{EnqueueError, EnqueueOptions, enqueue};
 pub use error::JobError;

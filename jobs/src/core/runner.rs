@@ -15,12 +15,17 @@ use apalis_core::backend::ext::poll_strategy::{PollWith, Strategy};
 use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use chrono::Utc;
 use sqlx::PgPool;
+use tokio::sync::watch;
 use tracing::Instrument;
+
+/// How often the scheduler checks whether a schedule's next period has begun.
+const SCHEDULER_TICK: Duration = Duration::from_secs(1);
 
 use super::{
     attempts::{AttemptLog, AttemptRecord, Outcome},
     error::ErrorKind,
     job::{Envelope, Job, JobContext},
+    schedule::{self, Schedule},
 };
 
 #[derive(Debug, Clone)]
@@ -41,6 +46,8 @@ pub struct WorkerSettings {
     pub http_timeout: Duration,
     /// How long in-flight jobs may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Finished jobs and their attempt history are pruned after this many days.
+    pub retention_days: u32,
 }
 
 impl WorkerSettings {
@@ -54,6 +61,7 @@ impl WorkerSettings {
             missed_heartbeats: 4,
             http_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            retention_days: 7,
         }
     }
 }
@@ -69,7 +77,8 @@ pub struct WorkerSet {
     monitor: Monitor,
     shared: Arc<Shared>,
     writer: tokio::task::JoinHandle<()>,
-    settings: WorkerSettings,
+    schedules: Vec<Schedule>,
+    pub settings: WorkerSettings,
 }
 
 impl WorkerSet {
@@ -85,8 +94,16 @@ impl WorkerSet {
             monitor,
             shared,
             writer,
+            schedules: Vec::new(),
             settings,
         }
+    }
+
+    /// Adds a periodic job; every worker process runs the scheduler, and each period
+    /// still yields one job.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
     }
 
     /// Adds a worker for job kind `J`.
@@ -116,11 +133,24 @@ impl WorkerSet {
 
     /// Runs until `shutdown` resolves, then lets in-flight jobs finish (up to the grace
     /// period) and flushes the attempt history.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = std::io::Result<()>> + Send,
-    ) -> anyhow::Result<()> {
-        let result = self.monitor.run_with_signal(shutdown).await;
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let scheduler = tokio::spawn(schedule::run(
+            self.shared.pool.clone(),
+            self.schedules,
+            SCHEDULER_TICK,
+            async move {
+                let mut stopped = stopped;
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+            Ok(())
+        };
+        let result = self.monitor.run_with_signal(signal).await;
+        let _ = scheduler.await;
         drop(self.shared);
         let _ = self.writer.await;
         result.map_err(|e| anyhow::anyhow!("workers stopped with an error: {e}"))

@@ -1,0 +1,88 @@
+//! The scheduler and the retention job it runs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestDb, Workers, test_worker_settings};
+use sqlx::PgPool;
+
+async fn prune_jobs(pool: &PgPool) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT id, status FROM apalis.jobs WHERE job_type = 'maintenance.prune'")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_for_prune_done(pool: &PgPool) {
+    let start = std::time::Instant::now();
+    while !prune_jobs(pool).await.iter().any(|(_, s)| s == "Done") {
+        assert!(start.elapsed() < Duration::from_secs(20), "prune never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn insert_job(pool: &PgPool, status: &str, done_days_ago: i32) -> String {
+    let id = ulid::Ulid::generate().to_string();
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, done_at, priority)
+         VALUES ($1, 'demo.noop', convert_to('{}', 'UTF8'), $2, 1, 1, now(), now() - $3 * interval '1 day', 0)",
+    )
+    .bind(&id)
+    .bind(status)
+    .bind(done_days_ago)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO job_attempts (job_id, queue, attempt, worker, started_at, finished_at, outcome)
+         VALUES ($1, 'demo.noop', 1, 'w', now() - $2 * interval '1 day', now() - $2 * interval '1 day', 'done')",
+    )
+    .bind(&id)
+    .bind(done_days_ago)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn two_worker_processes_enqueue_one_job_per_schedule_period() {
+    let db = TestDb::new().await;
+    let a = Workers::start(&db.pool, test_worker_settings("a"));
+    let b = Workers::start(&db.pool, test_worker_settings("b"));
+    wait_for_prune_done(&db.pool).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // both schedulers have ticked again
+    assert_eq!(prune_jobs(&db.pool).await.len(), 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn retention_prunes_old_finished_jobs_and_keeps_failed_and_recent_ones() {
+    let db = TestDb::new().await;
+    let old_done = insert_job(&db.pool, "Done", 30).await;
+    let old_killed = insert_job(&db.pool, "Killed", 30).await;
+    let old_failed = insert_job(&db.pool, "Failed", 30).await;
+    let recent_done = insert_job(&db.pool, "Done", 1).await;
+
+    let workers = Workers::start(&db.pool, test_worker_settings("prune"));
+    wait_for_prune_done(&db.pool).await;
+    workers.stop().await;
+
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE job_type = 'demo.noop' ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let mut kept = vec![old_failed.clone(), recent_done.clone()];
+    kept.sort();
+    assert_eq!(left, kept);
+    let history: Vec<String> =
+        sqlx::query_scalar("SELECT job_id FROM job_attempts ORDER BY job_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(!history.contains(&old_done) && !history.contains(&old_killed));
+    assert!(history.contains(&old_failed) && history.contains(&recent_done));
+}
