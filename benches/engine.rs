@@ -1,1 +1,547 @@
-fn main() {}
+//! Job engine benchmark: how fast `demo.noop` jobs can be enqueued (one transaction per
+//! job, and 1000 per transaction), how fast workers drain a full queue of them, and how
+//! long a job waits between being added and being started (idle, and with the queue
+//! under a steady background load). Prints the results as one table.
+//!
+//! Run with `cargo bench --bench engine`. Uses the server at `DATABASE_URL` when set,
+//! otherwise an embedded cluster in a temporary folder; either way the benchmark works in
+//! a fresh database of its own and drops it at the end. Set `RUST_LOG` to see more of
+//! the engine's logs (warnings and errors are shown by default).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sqlx::PgPool;
+use syncline::{
+    db::{self, embedded::EmbeddedPostgres},
+    hub::Shutdown,
+};
+use syncline_jobs::{
+    WorkerSet, WorkerSettings,
+    core::{EnqueueOptions, enqueue},
+    noop::Noop,
+};
+use tokio::{sync::watch, task::JoinHandle, time::MissedTickBehavior};
+use uuid::Uuid;
+
+/// Each scenario gives up after this long.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
+/// How often we look at the database while waiting for workers.
+const POLL: Duration = Duration::from_millis(20);
+/// Connections per pool, as the `work` command uses; enqueuers and workers get one each.
+const POOL_SIZE: u32 = 20;
+
+const ONE_PER_TX_JOBS: usize = 5_000;
+const BATCHED_JOBS: usize = 20_000;
+const JOBS_PER_TX: usize = 1_000;
+const DRAIN_JOBS: usize = 20_000;
+/// (concurrency, batch size) of each drain run.
+const DRAIN_SETTINGS: [(usize, usize); 2] = [(32, 32), (128, 100)];
+
+const PROBES: usize = 200;
+const PROBE_GAP: Duration = Duration::from_millis(20);
+const PROBE_LABEL: &str = "probe";
+/// Time a fresh worker set (and the background load) gets to settle before probing.
+const WARM_UP: Duration = Duration::from_secs(1);
+/// Background load: `LOAD_BATCH` jobs every `LOAD_PERIOD`, i.e. ~1000 jobs/s.
+const LOAD_BATCH: usize = 50;
+const LOAD_PERIOD: Duration = Duration::from_millis(50);
+
+const DONE_NOOPS: &str =
+    "SELECT count(*) FROM apalis.jobs WHERE job_type = 'demo.noop' AND status = 'Done'";
+const PROBE_ATTEMPTS: &str = "
+    SELECT count(*) FROM job_attempts a JOIN apalis.jobs j ON j.id = a.job_id
+    WHERE j.job_type = 'demo.noop'
+      AND convert_from(j.job, 'UTF8')::jsonb -> 'payload' ->> 'label' = $1";
+const PROBE_LATENCIES_MS: &str = "
+    SELECT (EXTRACT(EPOCH FROM min(a.started_at) - j.run_at) * 1000)::float8
+    FROM job_attempts a JOIN apalis.jobs j ON j.id = a.job_id
+    WHERE j.job_type = 'demo.noop'
+      AND convert_from(j.job, 'UTF8')::jsonb -> 'payload' ->> 'label' = $1
+    GROUP BY j.id, j.run_at";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    show_engine_warnings();
+    let server = Server::start().await?;
+    let outcome = run_in_fresh_database(&server).await;
+    server.stop();
+    outcome?.print();
+    Ok(())
+}
+
+fn show_engine_warnings() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The Postgres server we benchmark against: `DATABASE_URL`'s, or an embedded one.
+struct Server {
+    url: String,
+    embedded: Option<(EmbeddedPostgres, tempfile::TempDir)>,
+}
+
+impl Server {
+    async fn start() -> anyhow::Result<Self> {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Ok(Self {
+                url,
+                embedded: None,
+            });
+        }
+        let folder = tempfile::Builder::new()
+            .prefix("syncline-bench-pg")
+            .tempdir()?;
+        let pg = EmbeddedPostgres::start(folder.path()).await?;
+        Ok(Self {
+            url: pg.url.clone(),
+            embedded: Some((pg, folder)),
+        })
+    }
+
+    fn describe(&self) -> &'static str {
+        match self.embedded {
+            Some(_) => "embedded cluster (no DATABASE_URL)",
+            None => "DATABASE_URL",
+        }
+    }
+
+    fn stop(self) {
+        if let Some((pg, _folder)) = self.embedded {
+            pg.stop();
+        }
+    }
+}
+
+/// Creates a database of our own on `server`, runs every scenario in it, and drops it
+/// whether or not they succeeded.
+async fn run_in_fresh_database(server: &Server) -> anyhow::Result<Report> {
+    let name = format!("bench_{}", Uuid::new_v4().simple());
+    let admin = db::connect_with_retry(&server.url, Duration::from_secs(30), 1).await?;
+    execute(&admin, format!("CREATE DATABASE {name}")).await?;
+    let report = run_scenarios(server, &database_url(&server.url, &name)?).await;
+    let dropped = execute(&admin, format!("DROP DATABASE {name} WITH (FORCE)")).await;
+    admin.close().await;
+    let report = report?;
+    dropped.context("dropping the benchmark database")?;
+    Ok(report)
+}
+
+async fn execute(pool: &PgPool, sql: String) -> anyhow::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
+    Ok(())
+}
+
+fn database_url(server_url: &str, name: &str) -> anyhow::Result<String> {
+    let mut url = reqwest::Url::parse(server_url).context("database URL does not parse")?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.into())
+}
+
+async fn run_scenarios(server: &Server, url: &str) -> anyhow::Result<Report> {
+    let clients = db::connect_with_retry(url, Duration::from_secs(30), POOL_SIZE).await?;
+    let workers = db::connect_with_retry(url, Duration::from_secs(30), POOL_SIZE).await?;
+    db::migrate::run(&clients).await?;
+    print_setup(server, &clients).await?;
+
+    let mut report = Report::default();
+    report.rows.push(enqueue_one_per_tx(&clients).await?);
+    report.rows.push(enqueue_batched(&clients).await?);
+    for (concurrency, batch_size) in DRAIN_SETTINGS {
+        report
+            .rows
+            .push(drain(&clients, &workers, concurrency, batch_size).await?);
+    }
+    report.rows.push(latency_idle(&clients, &workers).await?);
+    let (row, load) = latency_under_load(&clients, &workers).await?;
+    report.rows.push(row);
+    report.notes.push(load);
+
+    clients.close().await;
+    workers.close().await;
+    Ok(report)
+}
+
+async fn print_setup(server: &Server, pool: &PgPool) -> anyhow::Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(pool)
+        .await?;
+    let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(pool).await?;
+    let sync_commit: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(pool)
+        .await?;
+    let defaults = WorkerSettings::new("defaults");
+    println!("machine:   {cpus} CPUs (nproc)");
+    println!("postgres:  {version}");
+    println!(
+        "           via {}; fsync={fsync}, synchronous_commit={sync_commit}",
+        server.describe()
+    );
+    println!(
+        "pools:     {POOL_SIZE} connections for enqueuers, {POOL_SIZE} for workers (one process)"
+    );
+    println!(
+        "workers:   WorkerSettings::new defaults unless stated (concurrency {}, batch {}, \
+         poll {} ms); all job kinds registered",
+        defaults.concurrency,
+        defaults.batch_size,
+        defaults.poll_interval.as_millis()
+    );
+    println!(
+        "latency:   {PROBES} probes, {} ms apart, after {} ms warm-up; load = {LOAD_BATCH} jobs \
+         per tx every {} ms; waits poll every {} ms; each scenario gives up after {} s",
+        PROBE_GAP.as_millis(),
+        WARM_UP.as_millis(),
+        LOAD_PERIOD.as_millis(),
+        POLL.as_millis(),
+        SCENARIO_LIMIT.as_secs()
+    );
+    println!();
+    Ok(())
+}
+
+// --- Scenarios -------------------------------------------------------------------------
+
+async fn enqueue_one_per_tx(pool: &PgPool) -> anyhow::Result<Row> {
+    let deadline = Deadline::start("enqueue (own tx per job)");
+    let job = Noop::default();
+    let mut latencies = Vec::with_capacity(ONE_PER_TX_JOBS);
+    let started = Instant::now();
+    for done in 0..ONE_PER_TX_JOBS {
+        deadline.check(|| format!("{done} of {ONE_PER_TX_JOBS} jobs enqueued"))?;
+        let one = Instant::now();
+        enqueue_in_one_tx(pool, 1, &job).await?;
+        latencies.push(millis(one.elapsed()));
+    }
+    Ok(
+        Row::throughput(deadline.scenario, ONE_PER_TX_JOBS, started.elapsed())
+            .with_latencies(latencies),
+    )
+}
+
+async fn enqueue_batched(pool: &PgPool) -> anyhow::Result<Row> {
+    let deadline = Deadline::start(format!("enqueue ({JOBS_PER_TX} per tx)"));
+    let started = Instant::now();
+    fill_queue(pool, BATCHED_JOBS, &deadline).await?;
+    Ok(Row::throughput(
+        deadline.scenario,
+        BATCHED_JOBS,
+        started.elapsed(),
+    ))
+}
+
+/// Fills the queue with the workers stopped, then times a fresh worker set emptying it.
+async fn drain(
+    clients: &PgPool,
+    workers: &PgPool,
+    concurrency: usize,
+    batch_size: usize,
+) -> anyhow::Result<Row> {
+    let deadline = Deadline::start(format!(
+        "drain no-op (concurrency {concurrency}, batch {batch_size})"
+    ));
+    empty_queues(clients).await?;
+    fill_queue(clients, DRAIN_JOBS, &deadline).await?;
+    let mut settings = bench_worker_settings();
+    settings.concurrency = concurrency;
+    settings.batch_size = batch_size;
+    let started = Instant::now();
+    let running = Workers::start(workers, settings);
+    wait_for_count(clients, DONE_NOOPS, None, DRAIN_JOBS, &deadline).await?;
+    let elapsed = started.elapsed();
+    running.stop().await?;
+    Ok(Row::throughput(deadline.scenario, DRAIN_JOBS, elapsed))
+}
+
+async fn latency_idle(clients: &PgPool, workers: &PgPool) -> anyhow::Result<Row> {
+    let deadline = Deadline::start("add→start latency, idle");
+    empty_queues(clients).await?;
+    let running = Workers::start(workers, bench_worker_settings());
+    tokio::time::sleep(WARM_UP).await;
+    let row = probe_latency(clients, deadline).await?;
+    running.stop().await?;
+    Ok(row)
+}
+
+/// Returns the row and a note on the background load actually achieved.
+async fn latency_under_load(clients: &PgPool, workers: &PgPool) -> anyhow::Result<(Row, String)> {
+    let deadline = Deadline::start(format!(
+        "add→start latency, under load (~{} jobs/s)",
+        load_rate()
+    ));
+    empty_queues(clients).await?;
+    let running = Workers::start(workers, bench_worker_settings());
+    let load = BackgroundLoad::start(clients.clone());
+    tokio::time::sleep(WARM_UP).await;
+    let row = probe_latency(clients, deadline).await;
+    let note = load.stop().await;
+    running.stop().await?;
+    Ok((row?, note?))
+}
+
+/// Enqueues the probes one at a time, waits until each has started, and reports how
+/// long each waited between its `run_at` and the start of its first attempt.
+async fn probe_latency(pool: &PgPool, deadline: Deadline) -> anyhow::Result<Row> {
+    let probe = Noop {
+        label: PROBE_LABEL.to_owned(),
+    };
+    let started = Instant::now();
+    for sent in 0..PROBES {
+        deadline.check(|| format!("{sent} of {PROBES} probes enqueued"))?;
+        enqueue_in_one_tx(pool, 1, &probe).await?;
+        tokio::time::sleep(PROBE_GAP).await;
+    }
+    wait_for_count(pool, PROBE_ATTEMPTS, Some(PROBE_LABEL), PROBES, &deadline).await?;
+    let elapsed = started.elapsed();
+    let latencies: Vec<f64> = sqlx::query_scalar(PROBE_LATENCIES_MS)
+        .bind(PROBE_LABEL)
+        .fetch_all(pool)
+        .await?;
+    Ok(Row::latency(deadline.scenario, PROBES, elapsed, latencies))
+}
+
+// --- Helpers ---------------------------------------------------------------------------
+
+/// Worker settings for one worker set, under a name no earlier set used.
+fn bench_worker_settings() -> WorkerSettings {
+    WorkerSettings::new(format!("bench-{}", Uuid::new_v4().simple()))
+}
+
+async fn empty_queues(pool: &PgPool) -> anyhow::Result<()> {
+    execute(pool, "TRUNCATE apalis.jobs, job_attempts".to_owned()).await
+}
+
+/// Enqueues `count` jobs in one transaction.
+async fn enqueue_in_one_tx(pool: &PgPool, count: usize, job: &Noop) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    for _ in 0..count {
+        enqueue(&mut tx, job, EnqueueOptions::default()).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Enqueues `total` no-op jobs, `JOBS_PER_TX` per transaction.
+async fn fill_queue(pool: &PgPool, total: usize, deadline: &Deadline) -> anyhow::Result<()> {
+    let job = Noop::default();
+    for done in (0..total).step_by(JOBS_PER_TX) {
+        deadline.check(|| format!("{done} of {total} jobs enqueued"))?;
+        enqueue_in_one_tx(pool, JOBS_PER_TX.min(total - done), &job).await?;
+    }
+    Ok(())
+}
+
+/// Polls the count query `sql` (with `label` bound to `$1` if given) until it reaches
+/// `target`.
+async fn wait_for_count(
+    pool: &PgPool,
+    sql: &'static str,
+    label: Option<&str>,
+    target: usize,
+    deadline: &Deadline,
+) -> anyhow::Result<()> {
+    loop {
+        let mut query = sqlx::query_scalar::<_, i64>(sql);
+        if let Some(label) = label {
+            query = query.bind(label);
+        }
+        let count = query.fetch_one(pool).await?;
+        if count >= target as i64 {
+            return Ok(());
+        }
+        deadline.check(|| format!("{count} of {target} jobs started or done"))?;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A scenario's name and its time limit.
+struct Deadline {
+    scenario: String,
+    until: Instant,
+}
+
+impl Deadline {
+    fn start(scenario: impl Into<String>) -> Self {
+        let scenario = scenario.into();
+        eprintln!("running: {scenario}");
+        Self {
+            scenario,
+            until: Instant::now() + SCENARIO_LIMIT,
+        }
+    }
+
+    fn check(&self, progress: impl FnOnce() -> String) -> anyhow::Result<()> {
+        if Instant::now() < self.until {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{}: gave up after {} s ({})",
+            self.scenario,
+            SCENARIO_LIMIT.as_secs(),
+            progress()
+        )
+    }
+}
+
+/// A worker set running in the background, as the `work` command runs it.
+struct Workers {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Workers {
+    fn start(pool: &PgPool, settings: WorkerSettings) -> Self {
+        let (stop, shutdown) = Shutdown::manual();
+        let set = syncline_jobs::register_all(WorkerSet::new(pool.clone(), settings));
+        let handle = tokio::spawn(set.run(shutdown.wait()));
+        Self { stop, handle }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.handle.await.context("worker task panicked")?
+    }
+}
+
+/// A task enqueueing `LOAD_BATCH` no-op jobs every `LOAD_PERIOD` until stopped (or for
+/// at most `SCENARIO_LIMIT`).
+struct BackgroundLoad {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<anyhow::Result<usize>>,
+    started: Instant,
+}
+
+impl BackgroundLoad {
+    fn start(pool: PgPool) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::spawn(async move {
+            let job = Noop::default();
+            let mut ticks = tokio::time::interval(LOAD_PERIOD);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            let until = Instant::now() + SCENARIO_LIMIT;
+            let mut enqueued = 0;
+            while !*stopped.borrow() && Instant::now() < until {
+                ticks.tick().await;
+                enqueue_in_one_tx(&pool, LOAD_BATCH, &job).await?;
+                enqueued += LOAD_BATCH;
+            }
+            Ok(enqueued)
+        });
+        Self {
+            stop,
+            handle,
+            started: Instant::now(),
+        }
+    }
+
+    /// Stops the load and describes what it achieved.
+    async fn stop(self) -> anyhow::Result<String> {
+        let _ = self.stop.send(true);
+        let enqueued = self.handle.await.context("background load panicked")??;
+        let seconds = self.started.elapsed().as_secs_f64();
+        Ok(format!(
+            "background load: {enqueued} jobs in {seconds:.1} s ({:.0} jobs/s; target {})",
+            enqueued as f64 / seconds,
+            load_rate()
+        ))
+    }
+}
+
+fn load_rate() -> u128 {
+    LOAD_BATCH as u128 * 1000 / LOAD_PERIOD.as_millis()
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// --- Report ----------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+struct Row {
+    scenario: String,
+    jobs: usize,
+    seconds: f64,
+    jobs_per_second: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+impl Row {
+    fn throughput(scenario: String, jobs: usize, elapsed: Duration) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        Self {
+            scenario,
+            jobs,
+            seconds,
+            jobs_per_second: Some(jobs as f64 / seconds),
+            p50_ms: None,
+            p99_ms: None,
+        }
+    }
+
+    fn latency(scenario: String, jobs: usize, elapsed: Duration, latencies: Vec<f64>) -> Self {
+        Self {
+            jobs_per_second: None,
+            ..Self::throughput(scenario, jobs, elapsed).with_latencies(latencies)
+        }
+    }
+
+    fn with_latencies(self, mut latencies: Vec<f64>) -> Self {
+        latencies.sort_by(f64::total_cmp);
+        Self {
+            p50_ms: percentile(&latencies, 0.50),
+            p99_ms: percentile(&latencies, 0.99),
+            ..self
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.max(1) - 1).copied()
+}
+
+impl Report {
+    fn print(&self) {
+        let width = self
+            .rows
+            .iter()
+            .map(|r| r.scenario.chars().count())
+            .max()
+            .unwrap_or(0);
+        let dash = |value: Option<f64>, precision: usize| {
+            value.map_or_else(|| "-".to_owned(), |v| format!("{v:.precision$}"))
+        };
+        println!(
+            "{:<width$} | {:>6} | {:>7} | {:>8} | {:>8} | {:>8}",
+            "scenario", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms"
+        );
+        println!("{}", "-".repeat(width + 52));
+        for row in &self.rows {
+            println!(
+                "{:<width$} | {:>6} | {:>7.2} | {:>8} | {:>8} | {:>8}",
+                row.scenario,
+                row.jobs,
+                row.seconds,
+                dash(row.jobs_per_second, 0),
+                dash(row.p50_ms, 2),
+                dash(row.p99_ms, 2),
+            );
+        }
+        for note in &self.notes {
+            println!("{note}");
+        }
+    }
+}

@@ -7,4 +7,5 @@ pub mod db;
 pub mod hub;
 pub mod job_admin;
 pub mod secrets;
+pub mod simulators;
 pub mod tenancy;

@@ -49,6 +49,45 @@ enum Command {
     /// Inspect jobs.
     #[command(subcommand)]
     Jobs(JobCommand),
+    /// Remote favourites sources (Conference Compass protocol) for `favourites.reconcile`.
+    #[command(subcommand)]
+    Sources(SourceCommand),
+    /// Run a partner simulator (a real HTTP server) until Ctrl-C.
+    #[command(subcommand)]
+    Simulate(SimulateCommand),
+}
+
+#[derive(Subcommand)]
+enum SourceCommand {
+    Create {
+        #[arg(long)]
+        tenant: Uuid,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        base_url: String,
+    },
+    List {
+        #[arg(long)]
+        tenant: Uuid,
+    },
+    /// Store the token the source accepts for a user (read from stdin, so it stays out
+    /// of shell history) and queue a reconcile.
+    SetToken {
+        #[arg(long)]
+        source: Uuid,
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimulateCommand {
+    /// A remote favourites server speaking the Conference Compass protocol.
+    Cc {
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +164,7 @@ fn init_tracing(config: &Config) {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Openapi { out, check } => return openapi(&out, check),
+        Command::Simulate(SimulateCommand::Cc { listen }) => return simulate_cc(listen).await,
         Command::Dev => return dev(config).await,
         _ => {}
     }
@@ -154,7 +194,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             None => Err(anyhow::anyhow!("no job `{id}`")),
         },
-        Command::Openapi { .. } | Command::Dev => unreachable!("handled above"),
+        Command::Sources(c) => sources(&db, c).await,
+        Command::Openapi { .. } | Command::Dev | Command::Simulate(_) => {
+            unreachable!("handled above")
+        }
     };
     db.close().await;
     result
@@ -264,5 +307,53 @@ async fn tokens(db: &Database, command: TokenCommand) -> anyhow::Result<()> {
         "{}\ttoken (shown once): {}",
         token.credential_id, token.token
     );
+    Ok(())
+}
+
+async fn sources(db: &Database, command: SourceCommand) -> anyhow::Result<()> {
+    use syncline_domain::favourites::{UserId, sources};
+    let mut tx = db.pool.begin().await?;
+    match command {
+        SourceCommand::Create {
+            tenant,
+            name,
+            base_url,
+        } => {
+            let name = Name::parse(&name, "name")?;
+            let url = reqwest::Url::parse(&base_url).context("base URL")?;
+            let s = sources::create(&mut tx, tenant, name.as_str(), url.as_str()).await?;
+            println!("{}\t{}\t{}", s.id, s.name, s.base_url);
+        }
+        SourceCommand::List { tenant } => {
+            for s in sources::list(&mut tx, tenant).await? {
+                println!("{}\t{}\t{}", s.id, s.name, s.base_url);
+            }
+        }
+        SourceCommand::SetToken { source, user } => {
+            let user = UserId::parse(&user)?;
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            let token = token.trim();
+            anyhow::ensure!(!token.is_empty(), "no token on standard input");
+            sources::set_user_token(&mut tx, source, &user, token)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no source `{source}`"))?;
+            syncline_jobs::reconcile::enqueue_one(&mut tx, source, user.as_str()).await?;
+            println!("token stored; reconcile queued");
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn simulate_cc(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let (acceptor, addr) = hub::bind(listen).await?;
+    println!("Conference Compass simulator on http://{addr}");
+    println!(
+        "  seed a user: curl -X PUT http://{addr}/_sim/users/TOKEN -H 'content-type: application/json' -d '[]'"
+    );
+    let server = syncline::simulators::cc::CcSimulator::default().serve(acceptor);
+    Shutdown::on_signals().wait().await;
+    server.abort();
     Ok(())
 }

@@ -61,6 +61,10 @@ impl IntegrationKind {
 pub struct Name(String);
 
 impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn parse(raw: &str, what: &str) -> Result<Self, TenancyError> {
         let trimmed = raw.trim();
         match trimmed.chars().count() {

@@ -4,12 +4,16 @@ pub mod core;
 pub mod noop;
 pub mod ping;
 pub mod prune;
+pub mod reconcile;
+pub mod reconcile_sweep;
 
 pub use core::{WorkerSet, WorkerSettings};
 
 use std::time::Duration;
 
 use core::schedule::Schedule;
+
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// Every job kind this release knows, and every periodic job, wired into a worker set.
 pub fn register_all(set: WorkerSet) -> WorkerSet {
@@ -19,5 +23,12 @@ pub fn register_all(set: WorkerSet) -> WorkerSet {
     set.add::<noop::Noop>()
         .add::<ping::Ping>()
         .add::<prune::Prune>()
-        .schedule(Schedule::new("prune", Duration::from_secs(3600), retention))
+        .add::<reconcile::Reconcile>()
+        .add::<reconcile_sweep::ReconcileSweep>()
+        .schedule(Schedule::new("prune", HOUR, retention))
+        .schedule(Schedule::new(
+            "favourites.reconcile_sweep",
+            HOUR,
+            reconcile_sweep::ReconcileSweep::default(),
+        ))
 }

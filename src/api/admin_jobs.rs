@@ -87,11 +87,7 @@ impl From<job_admin::JobDetails> for JobView {
 async fn enqueue_now<J: Job>(state: &AppState, job: &J) -> Result<Json<Enqueued>, ApiError> {
     let mut tx = state.pool.begin().await?;
     let id = enqueue(&mut tx, job, EnqueueOptions::default())
-        .await
-        .map_err(|e| match e {
-            syncline_jobs::core::EnqueueError::Database(e) => ApiError::from(e),
-            other => ApiError::bad_request(other.to_string()),
-        })?
+        .await?
         .ok_or_else(|| ApiError::bad_request("job was de-duplicated"))?;
     tx.commit().await?;
     Ok(Json(Enqueued { job_id: id }))

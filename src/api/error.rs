@@ -75,6 +75,18 @@ impl From<TenancyError> for ApiError {
     }
 }
 
+impl From<syncline_jobs::core::EnqueueError> for ApiError {
+    fn from(e: syncline_jobs::core::EnqueueError) -> Self {
+        match e {
+            syncline_jobs::core::EnqueueError::Database(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "could not enqueue a job");
+                Self::Unavailable(body("unavailable", "could not enqueue the job"))
+            }
+        }
+    }
+}
+
 /// The stable code for a status that did not come from our own handlers.
 fn code_for(status: StatusCode) -> &'static str {
     match status {

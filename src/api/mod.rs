@@ -2,10 +2,13 @@
 
 mod admin;
 mod admin_jobs;
+mod admin_sources;
 mod auth;
 mod error;
+mod favourites;
 mod health;
 mod limits;
+mod strict;
 mod whoami;
 
 use poem::{Endpoint, EndpointExt, Route};
@@ -24,6 +27,8 @@ enum Tag {
     Jobs,
     /// Endpoints partners call with their integration tokens.
     Partner,
+    /// Favourites sync: IMSHOP and Conference Compass.
+    Favourites,
 }
 
 #[derive(Clone)]
@@ -44,8 +49,10 @@ impl AppState {
 type Apis = (
     health::HealthApi,
     admin::AdminApi,
+    admin_sources::AdminSourcesApi,
     admin_jobs::AdminJobsApi,
     whoami::WhoamiApi,
+    favourites::FavouritesApi,
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -53,8 +60,10 @@ fn service() -> OpenApiService<Apis, ()> {
         (
             health::HealthApi,
             admin::AdminApi,
+            admin_sources::AdminSourcesApi,
             admin_jobs::AdminJobsApi,
             whoami::WhoamiApi,
+            favourites::FavouritesApi,
         ),
         "syncline",
         env!("CARGO_PKG_VERSION"),

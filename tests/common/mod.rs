@@ -245,3 +245,45 @@ pub fn outcomes(job: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Creates a tenant through the admin API; returns its id.
+pub async fn create_tenant(app: &TestApp, name: &str) -> String {
+    let (status, body) = app
+        .admin_json(
+            reqwest::Method::POST,
+            "/admin/tenants",
+            serde_json::json!({ "name": name }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// Creates an integration; returns its id and token.
+pub async fn create_integration(app: &TestApp, tenant: &str, kind: &str) -> (String, String) {
+    let (status, body) = app
+        .admin_json(
+            reqwest::Method::POST,
+            &format!("/admin/tenants/{tenant}/integrations"),
+            serde_json::json!({ "kind": kind, "name": format!("{kind} integration") }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["integration"]["id"].as_str().unwrap().to_owned(),
+        body["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Issues a per-user token for an integration.
+pub async fn user_token(app: &TestApp, integration: &str, user: &str) -> String {
+    let (status, body) = app
+        .admin_json(
+            reqwest::Method::POST,
+            &format!("/admin/integrations/{integration}/user-tokens"),
+            serde_json::json!({ "user_id": user }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}

@@ -15,6 +15,10 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     const QUEUE: &'static str;
     const VERSION: u16 = 1;
     const POLICY: RetryPolicy = RetryPolicy::STANDARD;
+    /// When true, the job's de-duplication key is released as it starts, so a later
+    /// enqueue with the same key makes a new job: de-duplication holds only while the
+    /// job waits (for jobs whose run may already have read stale state).
+    const DEDUPE_ONLY_WHILE_WAITING: bool = false;
 
     fn run(self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
 }

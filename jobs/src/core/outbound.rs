@@ -16,11 +16,20 @@ use super::error::JobError;
 /// Characters of a response body quoted in an error message.
 const BODY_EXCERPT_CHARS: usize = 120;
 
-/// A peer's answer that passed the classifier (a 2xx), body read in full.
+/// A peer's answer, body read in full.
 #[derive(Debug)]
 pub struct PeerResponse {
     pub status: StatusCode,
+    pub headers: HeaderMap,
     pub body: String,
+}
+
+impl PeerResponse {
+    /// Applies the classifier: `Ok` only for a 2xx.
+    pub fn classified(self) -> Result<Self, JobError> {
+        classify(self.status, &self.headers, &self.body)?;
+        Ok(self)
+    }
 }
 
 /// The HTTP client jobs share: no redirects followed (a 3xx is an answer we classify),
@@ -36,12 +45,21 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 
 /// Sends the request and classifies the outcome.
 pub async fn send(request: RequestBuilder) -> Result<PeerResponse, JobError> {
+    fetch(request).await?.classified()
+}
+
+/// Sends the request; only transport failures are errors (retryable), so the caller can
+/// look at a status before classifying it.
+pub async fn fetch(request: RequestBuilder) -> Result<PeerResponse, JobError> {
     let response = request.send().await.map_err(transport_error)?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.text().await.map_err(transport_error)?;
-    classify(status, &headers, &body)?;
-    Ok(PeerResponse { status, body })
+    Ok(PeerResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn transport_error(e: reqwest::Error) -> JobError {

@@ -174,6 +174,9 @@ async fn handle<J: Job>(
     };
     let span = tracing::info_span!("job", job_id = %job_id, queue = J::QUEUE, attempt);
     let started_at = Utc::now();
+    if J::DEDUPE_ONLY_WHILE_WAITING {
+        release_dedupe_key(&shared.pool, &job_id).await;
+    }
     let result = async { Envelope::<J>::decode(args)?.run(ctx).await }
         .instrument(span.clone())
         .await;
@@ -220,6 +223,16 @@ async fn handle<J: Job>(
         next_run_at,
     });
     returned
+}
+
+async fn release_dedupe_key(pool: &PgPool, job_id: &str) {
+    let released = sqlx::query("UPDATE apalis.jobs SET idempotency_key = NULL WHERE id = $1")
+        .bind(job_id)
+        .execute(pool)
+        .await;
+    if let Err(e) = released {
+        tracing::warn!(job_id, error = %e, "could not release the de-duplication key");
+    }
 }
 
 /// Moves the job's next run time; returns it, or `None` if the database refused (the job

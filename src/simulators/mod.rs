@@ -1,0 +1,4 @@
+//! Partner simulators: real HTTP servers speaking a partner's protocol, for tests,
+//! benchmarks and trying syncline out by hand (`syncline simulate ...`).
+
+pub mod cc;
