@@ -101,17 +101,17 @@ impl CcSimulator {
     }
 
     /// The failure due now, or the user the bearer token names.
-    fn admit(&self, req: &Request) -> Result<String, Response> {
+    fn admit(&self, req: &Request) -> Result<String, StatusCode> {
         let mut state = self.lock();
         state.served += 1;
         if let Some(status) = state.failures.pop_front() {
-            return Err(status.into_response());
+            return Err(status);
         }
         let token = req
             .header("authorization")
             .and_then(|h| h.strip_prefix("Bearer "))
             .filter(|t| state.users.contains_key(*t))
-            .ok_or_else(|| StatusCode::UNAUTHORIZED.into_response())?;
+            .ok_or(StatusCode::UNAUTHORIZED)?;
         Ok(token.to_owned())
     }
 }
@@ -140,7 +140,7 @@ fn wire(items: &Items) -> Vec<WireItem> {
 fn list(req: &Request, sim: Data<&CcSimulator>) -> Response {
     match sim.admit(req) {
         Ok(token) => Json(sim.items(&token).unwrap_or_default()).into_response(),
-        Err(failure) => failure,
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -148,7 +148,7 @@ fn list(req: &Request, sim: Data<&CcSimulator>) -> Response {
 fn apply(req: &Request, sim: Data<&CcSimulator>, body: Json<Vec<WireItem>>) -> Response {
     let token = match sim.admit(req) {
         Ok(token) => token,
-        Err(failure) => return failure,
+        Err(failure) => return failure.into_response(),
     };
     let incoming = match parse(&body) {
         Ok(items) => items,
