@@ -19,6 +19,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Finished jobs are pruned after this many days (failed ones are kept).
     pub retention_days: u32,
+    /// Whether `work`/`dev` processes enqueue periodic jobs.
+    pub scheduler: bool,
     pub max_body_bytes: usize,
     pub log_json: bool,
 }
@@ -67,6 +69,16 @@ impl Config {
                 Some(30u64),
             )?),
             retention_days: positive(&var, "SYNCLINE_RETENTION_DAYS", 7)? as u32,
+            scheduler: match var("SYNCLINE_SCHEDULER").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(ConfigError {
+                        variable: "SYNCLINE_SCHEDULER",
+                        problem: format!("expected `on` or `off`, got `{other}`"),
+                    });
+                }
+            },
             max_body_bytes: positive(&var, "SYNCLINE_MAX_BODY_BYTES", 1024 * 1024)?,
             log_json: match var("SYNCLINE_LOG_FORMAT").as_deref() {
                 None | Some("text") => false,

@@ -128,6 +128,7 @@ pub async fn work(
     settings.heartbeat = config.worker_heartbeat;
     settings.poll_interval = config.worker_poll;
     settings.retention_days = config.retention_days;
+    settings.scheduler = config.scheduler;
     let workers = syncline_jobs::register_all(WorkerSet::new(pool, settings));
     workers.run(shutdown.wait()).await
 }

@@ -4,7 +4,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDb, Workers, test_worker_settings};
+use common::{TestDb, Workers};
+use syncline_jobs::WorkerSettings;
+
+fn with_scheduler(name: &str) -> WorkerSettings {
+    let mut settings = common::test_worker_settings(name);
+    settings.scheduler = true;
+    settings
+}
 use sqlx::PgPool;
 
 async fn prune_jobs(pool: &PgPool) -> Vec<(String, String)> {
@@ -49,8 +56,8 @@ async fn insert_job(pool: &PgPool, status: &str, done_days_ago: i32) -> String {
 #[tokio::test]
 async fn two_worker_processes_enqueue_one_job_per_schedule_period() {
     let db = TestDb::new().await;
-    let a = Workers::start(&db.pool, test_worker_settings("a"));
-    let b = Workers::start(&db.pool, test_worker_settings("b"));
+    let a = Workers::start(&db.pool, with_scheduler("a"));
+    let b = Workers::start(&db.pool, with_scheduler("b"));
     wait_for_prune_done(&db.pool).await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // both schedulers have ticked again
     assert_eq!(prune_jobs(&db.pool).await.len(), 1);
@@ -66,7 +73,7 @@ async fn retention_prunes_old_finished_jobs_and_keeps_failed_and_recent_ones() {
     let old_failed = insert_job(&db.pool, "Failed", 30).await;
     let recent_done = insert_job(&db.pool, "Done", 1).await;
 
-    let workers = Workers::start(&db.pool, test_worker_settings("prune"));
+    let workers = Workers::start(&db.pool, with_scheduler("prune"));
     wait_for_prune_done(&db.pool).await;
     workers.stop().await;
 

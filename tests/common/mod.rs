@@ -106,13 +106,15 @@ impl Drop for TestDb {
     }
 }
 
-/// Worker settings for tests: fast polls and heartbeats so waits stay short.
+/// Worker settings for tests: fast polls and heartbeats so waits stay short, and no
+/// scheduler (its periodic jobs would race the test's own; enable it where tested).
 pub fn test_worker_settings(name: &str) -> WorkerSettings {
     let mut s = WorkerSettings::new(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
     s.poll_interval = Duration::from_millis(100);
     s.heartbeat = Duration::from_secs(1);
     s.http_timeout = Duration::from_secs(2);
     s.shutdown_grace = Duration::from_secs(5);
+    s.scheduler = false;
     s
 }
 

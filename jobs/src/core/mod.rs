@@ -9,6 +9,7 @@ pub mod outbound;
 pub mod policy;
 pub mod runner;
 pub mod schedule;
+pub mod wakeup;
 
 pub use enqueue::{EnqueueError, EnqueueOptions, enqueue};
 pub use error::JobError;

@@ -12,7 +12,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use apalis_core::backend::ext::poll_strategy::{PollWith, Strategy};
-use apalis_postgres::{Config, PostgresStorage, Pubsub};
+use apalis_postgres::{Config, PostgresStorage};
 use chrono::Utc;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -26,6 +26,7 @@ use super::{
     error::ErrorKind,
     job::{Envelope, Job, JobContext},
     schedule::{self, Schedule},
+    wakeup::Wakeups,
 };
 
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     /// Finished jobs and their attempt history are pruned after this many days.
     pub retention_days: u32,
+    /// Whether this process enqueues periodic jobs (any number of processes may).
+    pub scheduler: bool,
 }
 
 impl WorkerSettings {
@@ -62,6 +65,7 @@ impl WorkerSettings {
             http_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             retention_days: 7,
+            scheduler: true,
         }
     }
 }
@@ -78,6 +82,7 @@ pub struct WorkerSet {
     shared: Arc<Shared>,
     writer: tokio::task::JoinHandle<()>,
     schedules: Vec<Schedule>,
+    wakeups: Wakeups,
     pub settings: WorkerSettings,
 }
 
@@ -95,6 +100,7 @@ impl WorkerSet {
             shared,
             writer,
             schedules: Vec::new(),
+            wakeups: Wakeups::default(),
             settings,
         }
     }
@@ -110,6 +116,7 @@ impl WorkerSet {
     pub fn add<J: Job>(mut self) -> Self {
         let shared = self.shared.clone();
         let settings = self.settings.clone();
+        let wakeups = self.wakeups.clone();
         let name = format!("{}:{}", settings.process_name, J::QUEUE);
         self.monitor = self.monitor.register(move |_restarts| {
             let pool = &shared.pool;
@@ -120,7 +127,7 @@ impl WorkerSet {
                 .missed_heartbeats(settings.missed_heartbeats);
             let storage = PostgresStorage::<serde_json::Value>::new(pool).with_config(config);
             let wake = Strategy::new()
-                .stream(Pubsub::new(pool.clone(), J::QUEUE.to_owned()))
+                .stream(wakeups.subscribe(J::QUEUE))
                 .interval(settings.poll_interval);
             WorkerBuilder::new(name.as_str())
                 .backend(PollWith::new(storage, wake))
@@ -135,9 +142,14 @@ impl WorkerSet {
     /// period) and flushes the attempt history.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
+        let schedules = if self.settings.scheduler {
+            self.schedules
+        } else {
+            Vec::new()
+        };
         let scheduler = tokio::spawn(schedule::run(
             self.shared.pool.clone(),
-            self.schedules,
+            schedules,
             SCHEDULER_TICK,
             async move {
                 let mut stopped = stopped;
@@ -149,7 +161,9 @@ impl WorkerSet {
             let _ = stop.send(true);
             Ok(())
         };
+        let listener = tokio::spawn(self.wakeups.listen(self.shared.pool.clone()));
         let result = self.monitor.run_with_signal(signal).await;
+        listener.abort();
         let _ = scheduler.await;
         drop(self.shared);
         let _ = self.writer.await;
