@@ -26,12 +26,13 @@ async fn shop(user: &str) -> Shop {
 }
 
 impl Shop {
-    async fn imshop_raw(&self, body: Value) -> (u16, Value) {
+    /// POSTs JSON with a bearer token; the status and the JSON answer (or null).
+    async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
         let resp = self
             .app
             .http
-            .post(self.app.url("/imshop/favorites"))
-            .bearer_auth(&self.imshop)
+            .post(self.app.url(path))
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await
@@ -40,6 +41,10 @@ impl Shop {
             resp.status().as_u16(),
             resp.json().await.unwrap_or(Value::Null),
         )
+    }
+
+    async fn imshop_raw(&self, body: Value) -> (u16, Value) {
+        self.post("/imshop/favorites", &self.imshop, body).await
     }
 
     async fn imshop(&self, user: &str, last_sync: i64, items: &[&str]) -> Value {
@@ -66,19 +71,7 @@ impl Shop {
     }
 
     async fn cc_post_raw(&self, items: Value) -> (u16, Value) {
-        let resp = self
-            .app
-            .http
-            .post(self.app.url("/postUserFavorites"))
-            .bearer_auth(&self.cc_user)
-            .json(&items)
-            .send()
-            .await
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+        self.post("/postUserFavorites", &self.cc_user, items).await
     }
 
     async fn stored_sync_ms(&self, user: &str) -> i64 {

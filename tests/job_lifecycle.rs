@@ -129,17 +129,7 @@ async fn retryable_error_with_the_budget_spent_fails_the_job() {
 #[tokio::test]
 async fn retry_survives_a_worker_restart_mid_backoff() {
     let app = spawn_app_with(false).await;
-    let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    let server = common::peer_first_then_ok(ResponseTemplate::new(503)).await;
     let id = enqueue_ping(&app, &server.uri()).await;
 
     let first = Workers::start(&app.db.pool, test_worker_settings("first"));

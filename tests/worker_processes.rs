@@ -19,7 +19,7 @@ use syncline_jobs::{
     noop::Noop,
     ping::Ping,
 };
-use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+use wiremock::{MockServer, ResponseTemplate};
 
 /// A `syncline work` process, killed if the test ends before it does.
 struct WorkProcess(Child);
@@ -91,18 +91,7 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
 
 /// A peer whose first answer takes `first_delay`; later answers are immediate 200s.
 async fn slow_first_peer(first_delay: Duration) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200).set_delay(first_delay))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    server
+    common::peer_first_then_ok(ResponseTemplate::new(200).set_delay(first_delay)).await
 }
 
 async fn status_of(db: &TestDb, id: &str) -> String {

@@ -12,7 +12,7 @@ mod strict;
 mod whoami;
 
 use poem::{Endpoint, EndpointExt, Route};
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{OpenApi, OpenApiService, Tags};
 use sqlx::PgPool;
 
 use crate::secrets::{self, TokenHash};
@@ -46,16 +46,7 @@ impl AppState {
     }
 }
 
-type Apis = (
-    health::HealthApi,
-    admin::AdminApi,
-    admin_sources::AdminSourcesApi,
-    admin_jobs::AdminJobsApi,
-    whoami::WhoamiApi,
-    favourites::FavouritesApi,
-);
-
-fn service() -> OpenApiService<Apis, ()> {
+fn service() -> OpenApiService<impl OpenApi, ()> {
     OpenApiService::new(
         (
             health::HealthApi,

@@ -289,3 +289,20 @@ pub async fn user_token(app: &TestApp, integration: &str, user: &str) -> String 
     assert_eq!(status, 200, "{body}");
     body["token"].as_str().unwrap().to_owned()
 }
+
+/// A peer on 127.0.0.1 whose first answer is `first` and every later one a plain 200.
+pub async fn peer_first_then_ok(first: wiremock::ResponseTemplate) -> wiremock::MockServer {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    server
+}
