@@ -21,6 +21,12 @@ pub struct Config {
     pub retention_days: u32,
     /// Whether `work`/`dev` processes enqueue periodic jobs.
     pub scheduler: bool,
+    /// Requests per second to ALLIO per egress IP, summed over all processes.
+    pub allio_rate: f64,
+    /// Name of the egress IP this process reaches ALLIO from.
+    pub allio_egress: String,
+    /// Time of day (UTC) of the daily ALLIO delete sweep, as time after midnight.
+    pub allio_sweep_at: Duration,
     pub max_body_bytes: usize,
     pub log_json: bool,
 }
@@ -80,6 +86,23 @@ impl Config {
                 }
             },
             max_body_bytes: positive(&var, "SYNCLINE_MAX_BODY_BYTES", 1024 * 1024)?,
+            allio_rate: match parsed(&var, "SYNCLINE_ALLIO_RATE", Some(2.0f64))? {
+                r if r > 0.0 && r <= 1000.0 => r,
+                _ => {
+                    return Err(ConfigError {
+                        variable: "SYNCLINE_ALLIO_RATE",
+                        problem: "must be above 0 and at most 1000".into(),
+                    });
+                }
+            },
+            allio_egress: var("SYNCLINE_ALLIO_EGRESS").unwrap_or_else(|| "default".into()),
+            allio_sweep_at: time_of_day(
+                var("SYNCLINE_ALLIO_SWEEP_AT").as_deref().unwrap_or("03:00"),
+            )
+            .ok_or(ConfigError {
+                variable: "SYNCLINE_ALLIO_SWEEP_AT",
+                problem: "expected HH:MM (UTC)".into(),
+            })?,
             log_json: match var("SYNCLINE_LOG_FORMAT").as_deref() {
                 None | Some("text") => false,
                 Some("json") => true,
@@ -92,6 +115,13 @@ impl Config {
             },
         })
     }
+}
+
+/// `HH:MM` as time after midnight.
+fn time_of_day(text: &str) -> Option<Duration> {
+    let (h, m) = text.trim().split_once(':')?;
+    let (h, m): (u64, u64) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then(|| Duration::from_secs(h * 3600 + m * 60))
 }
 
 fn parsed<T: std::str::FromStr>(
@@ -147,6 +177,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.database_url, None);
         assert_eq!(c.worker_concurrency, 32);
+        assert_eq!(c.allio_sweep_at, Duration::from_secs(3 * 3600));
     }
 
     #[test]
@@ -159,5 +190,9 @@ mod tests {
         assert_eq!(err.variable, "SYNCLINE_ADMIN_TOKEN");
         let err = config(&[("SYNCLINE_LOG_FORMAT", "xml")]).unwrap_err();
         assert_eq!(err.variable, "SYNCLINE_LOG_FORMAT");
+        let err = config(&[("SYNCLINE_ALLIO_SWEEP_AT", "25:00")]).unwrap_err();
+        assert_eq!(err.variable, "SYNCLINE_ALLIO_SWEEP_AT");
+        let err = config(&[("SYNCLINE_ALLIO_RATE", "0")]).unwrap_err();
+        assert_eq!(err.variable, "SYNCLINE_ALLIO_RATE");
     }
 }

@@ -7,7 +7,7 @@ use poem::{
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
 use sqlx::PgPool;
-use syncline_jobs::{WorkerSet, WorkerSettings};
+use syncline_jobs::{WorkerSet, WorkerSettings, core::PartnerSettings};
 use tokio::sync::watch;
 
 use crate::{api, config::Config, db};
@@ -129,6 +129,11 @@ pub async fn work(
     settings.poll_interval = config.worker_poll;
     settings.retention_days = config.retention_days;
     settings.scheduler = config.scheduler;
+    settings.allio_sweep_at = config.allio_sweep_at;
+    settings.partners = PartnerSettings {
+        allio_rate_per_sec: config.allio_rate,
+        allio_egress: config.allio_egress.clone(),
+    };
     let workers = syncline_jobs::register_all(WorkerSet::new(pool, settings));
     workers.run(shutdown.wait()).await
 }

@@ -2,5 +2,6 @@
 //! share. Functions take the caller's connection (normally its transaction) so the
 //! caller can enqueue follow-up jobs in the same commit.
 
+pub mod allio;
 pub mod change_log;
 pub mod favourites;

@@ -1,5 +1,8 @@
 //! syncline's jobs: the job core and one module per job kind.
 
+pub mod allio_delete_sweep;
+pub mod allio_fetch;
+pub mod allio_ingest;
 pub mod core;
 pub mod noop;
 pub mod ping;
@@ -14,9 +17,11 @@ use std::time::Duration;
 use core::schedule::Schedule;
 
 const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// Every job kind this release knows, and every periodic job, wired into a worker set.
 pub fn register_all(set: WorkerSet) -> WorkerSet {
+    let sweep_at = set.settings.allio_sweep_at;
     let retention = prune::Prune {
         older_than_days: set.settings.retention_days,
     };
@@ -25,10 +30,22 @@ pub fn register_all(set: WorkerSet) -> WorkerSet {
         .add::<prune::Prune>()
         .add::<reconcile::Reconcile>()
         .add::<reconcile_sweep::ReconcileSweep>()
+        .add::<allio_ingest::Ingest>()
+        .add::<allio_fetch::Fetch>()
+        .add::<allio_delete_sweep::DeleteSweep>()
+        .add::<allio_delete_sweep::DeleteSweepAll>()
         .schedule(Schedule::new("prune", HOUR, retention))
         .schedule(Schedule::new(
             "favourites.reconcile_sweep",
             HOUR,
             reconcile_sweep::ReconcileSweep::default(),
         ))
+        .schedule(
+            Schedule::new(
+                "allio.delete_sweep_all",
+                DAY,
+                allio_delete_sweep::DeleteSweepAll::default(),
+            )
+            .offset_by(sweep_at),
+        )
 }

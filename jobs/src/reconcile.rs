@@ -67,9 +67,7 @@ impl Job for Reconcile {
         let (ours, changed) =
             cc::apply(&mut tx, link.tenant_id, &user, &incoming, now_ms()).await?;
         if !changed.is_empty() {
-            enqueue_for_user(&mut tx, link.tenant_id, &user, Some(self.source_id))
-                .await
-                .map_err(|e| JobError::retryable(e.to_string()))?;
+            enqueue_for_user(&mut tx, link.tenant_id, &user, Some(self.source_id)).await?;
         }
         tx.commit().await?;
 

@@ -19,9 +19,7 @@ impl Job for ReconcileSweep {
         let mut tx = ctx.pool.begin().await?;
         let links = sources::all_links(&mut tx).await?;
         for (source_id, user_id) in &links {
-            reconcile::enqueue_one(&mut tx, *source_id, user_id)
-                .await
-                .map_err(|e| JobError::retryable(e.to_string()))?;
+            reconcile::enqueue_one(&mut tx, *source_id, user_id).await?;
         }
         tx.commit().await?;
         tracing::info!(links = links.len(), "reconciles enqueued");

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// Missing or wrong credentials.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The caller may not do this now (e.g. the integration is inactive).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// The addressed resource does not exist.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -46,6 +49,10 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::NotFound(body("not_found", message))
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(body("forbidden", message))
     }
 
     pub fn unauthorized() -> Self {

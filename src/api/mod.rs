@@ -1,8 +1,10 @@
 //! The HTTP API: routes, the OpenAPI document, docs UI, and the error envelope.
 
 mod admin;
+mod admin_allio;
 mod admin_jobs;
 mod admin_sources;
+mod allio;
 mod auth;
 mod error;
 mod favourites;
@@ -29,6 +31,8 @@ enum Tag {
     Partner,
     /// Favourites sync: IMSHOP and Conference Compass.
     Favourites,
+    /// ALLIO webhooks.
+    Allio,
 }
 
 #[derive(Clone)]
@@ -52,9 +56,11 @@ fn service() -> OpenApiService<impl OpenApi, ()> {
             health::HealthApi,
             admin::AdminApi,
             admin_sources::AdminSourcesApi,
+            admin_allio::AdminAllioApi,
             admin_jobs::AdminJobsApi,
             whoami::WhoamiApi,
             favourites::FavouritesApi,
+            allio::AllioApi,
         ),
         "syncline",
         env!("CARGO_PKG_VERSION"),

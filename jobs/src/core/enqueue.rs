@@ -26,6 +26,13 @@ pub enum EnqueueError {
     Database(#[from] sqlx::Error),
 }
 
+/// Inside a job, a failed enqueue is worth a retry (a bad payload is a bug, not data).
+impl From<EnqueueError> for super::JobError {
+    fn from(e: EnqueueError) -> Self {
+        super::JobError::retryable(format!("enqueue failed: {e}"))
+    }
+}
+
 /// Adds `job` to its queue on `conn` (normally an open transaction). Returns the new
 /// job id, or `None` when `dedupe_key` matched an existing job.
 pub async fn enqueue<J: Job>(

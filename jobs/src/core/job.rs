@@ -30,6 +30,26 @@ pub struct JobContext {
     pub http: reqwest::Client,
     pub job_id: String,
     pub attempt: u32,
+    pub partners: PartnerSettings,
+}
+
+/// Settings of partner calls that job kinds share.
+#[derive(Debug, Clone)]
+pub struct PartnerSettings {
+    /// Requests per second allowed to ALLIO per egress IP, over all processes.
+    pub allio_rate_per_sec: f64,
+    /// Name of this deployment's egress IP towards ALLIO (processes sharing an IP must
+    /// share the name).
+    pub allio_egress: String,
+}
+
+impl Default for PartnerSettings {
+    fn default() -> Self {
+        Self {
+            allio_rate_per_sec: 2.0,
+            allio_egress: "default".into(),
+        }
+    }
 }
 
 /// The stored form of a payload: `{"v": <version>, "payload": {...}}`.

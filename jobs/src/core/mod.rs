@@ -6,6 +6,7 @@ pub mod enqueue;
 pub mod error;
 pub mod job;
 pub mod outbound;
+pub mod pacing;
 pub mod policy;
 pub mod runner;
 pub mod schedule;
@@ -13,6 +14,6 @@ pub mod wakeup;
 
 pub use enqueue::{EnqueueError, EnqueueOptions, enqueue};
 pub use error::JobError;
-pub use job::{Job, JobContext};
+pub use job::{Job, JobContext, PartnerSettings};
 pub use policy::RetryPolicy;
 pub use runner::{WorkerSet, WorkerSettings};

@@ -121,7 +121,7 @@ fn excerpt(body: &str) -> String {
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

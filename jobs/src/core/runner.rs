@@ -24,7 +24,7 @@ const SCHEDULER_TICK: Duration = Duration::from_secs(1);
 use super::{
     attempts::{AttemptLog, AttemptRecord, Outcome},
     error::ErrorKind,
-    job::{Envelope, Job, JobContext},
+    job::{Envelope, Job, JobContext, PartnerSettings},
     schedule::{self, Schedule},
     wakeup::Wakeups,
 };
@@ -51,6 +51,9 @@ pub struct WorkerSettings {
     pub retention_days: u32,
     /// Whether this process enqueues periodic jobs (any number of processes may).
     pub scheduler: bool,
+    /// When the daily ALLIO delete sweep runs, as time after midnight UTC.
+    pub allio_sweep_at: Duration,
+    pub partners: PartnerSettings,
 }
 
 impl WorkerSettings {
@@ -66,6 +69,8 @@ impl WorkerSettings {
             shutdown_grace: Duration::from_secs(30),
             retention_days: 7,
             scheduler: true,
+            allio_sweep_at: Duration::from_secs(3 * 3600),
+            partners: PartnerSettings::default(),
         }
     }
 }
@@ -74,6 +79,7 @@ struct Shared {
     pool: PgPool,
     http: reqwest::Client,
     attempts: AttemptLog,
+    partners: PartnerSettings,
 }
 
 /// The job kinds one worker process runs. Build it with [`crate::register_all`].
@@ -93,6 +99,7 @@ impl WorkerSet {
             http: super::outbound::client(settings.http_timeout),
             pool,
             attempts,
+            partners: settings.partners.clone(),
         });
         let monitor = Monitor::new().shutdown_timeout(settings.shutdown_grace);
         Self {
@@ -185,6 +192,7 @@ async fn handle<J: Job>(
         http: shared.http.clone(),
         job_id: job_id.clone(),
         attempt,
+        partners: shared.partners.clone(),
     };
     let span = tracing::info_span!("job", job_id = %job_id, queue = J::QUEUE, attempt);
     let started_at = Utc::now();

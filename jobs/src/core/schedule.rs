@@ -26,6 +26,8 @@ type EnqueueFn = Arc<
 pub struct Schedule {
     pub name: &'static str,
     pub every: Duration,
+    /// Slots start this long after the epoch-aligned boundary (e.g. 03:00 for daily).
+    pub offset: Duration,
     enqueue: EnqueueFn,
 }
 
@@ -43,15 +45,26 @@ impl Schedule {
         Self {
             name,
             every,
+            offset: Duration::ZERO,
             enqueue,
         }
+    }
+
+    /// Shifts the slots: `every` 24 h with `offset` 3 h runs daily at 03:00 UTC.
+    pub fn offset_by(mut self, offset: Duration) -> Self {
+        self.offset = offset;
+        self
     }
 
     /// The slot `at` falls in, and when that slot starts.
     pub fn slot(&self, at: DateTime<Utc>) -> (i64, DateTime<Utc>) {
         let every = self.every.as_secs() as i64;
-        let slot = at.timestamp().div_euclid(every);
-        let start = Utc.timestamp_opt(slot * every, 0).single().unwrap_or(at);
+        let offset = self.offset.as_secs() as i64;
+        let slot = (at.timestamp() - offset).div_euclid(every);
+        let start = Utc
+            .timestamp_opt(slot * every + offset, 0)
+            .single()
+            .unwrap_or(at);
         (slot, start)
     }
 }
@@ -118,5 +131,19 @@ mod tests {
         assert_eq!(start, Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap());
         let (next, _) = s.slot(at + chrono::Duration::seconds(1));
         assert_eq!(next, slot + 1);
+    }
+
+    #[test]
+    fn offset_moves_daily_slots_to_the_chosen_time() {
+        let s = Schedule::new("t", Duration::from_secs(86_400), Noop::default())
+            .offset_by(Duration::from_secs(3 * 3600));
+        let before = Utc.with_ymd_and_hms(2026, 11, 23, 2, 59, 59).unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 11, 23, 3, 0, 0).unwrap();
+        assert_eq!(
+            s.slot(before).1,
+            Utc.with_ymd_and_hms(2026, 11, 22, 3, 0, 0).unwrap()
+        );
+        assert_eq!(s.slot(after).1, after);
+        assert_eq!(s.slot(after).0, s.slot(before).0 + 1);
     }
 }

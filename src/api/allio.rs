@@ -1,0 +1,77 @@
+//! ALLIO webhook intake: `POST /allio/webhook/{token}`. Stores the webhook row and queues
+//! `allio.ingest` in one transaction, and does nothing else (no ALLIO calls).
+
+use poem::web::Data;
+use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
+use syncline_domain::allio::{
+    intake::{self, IntakeError, Webhook},
+    settings,
+};
+use syncline_jobs::{
+    allio_ingest::Ingest,
+    core::{EnqueueOptions, enqueue},
+};
+
+use super::{AppState, Tag, error::ApiError, strict::JsonString};
+use crate::tenancy::{self, IntegrationKind};
+
+#[derive(Object)]
+pub struct AllioWebhook {
+    /// Must equal the integration's `integration_uuid`.
+    pub uuid: JsonString,
+    /// E.g. `RESERVE_ADD`, `DEALCARD_DEL`, `SPACE_CHANGED` (stored and ignored).
+    pub command: JsonString,
+    /// ALLIO ids the event is about (integers, at most 10 000).
+    pub indexes: Vec<i64>,
+}
+
+#[derive(Object)]
+pub struct Accepted {
+    /// The stored `allio_webhook` row.
+    pub webhook_id: i64,
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::Inactive => ApiError::forbidden(e.to_string()),
+            IntakeError::UuidMismatch | IntakeError::Invalid(_) => {
+                ApiError::bad_request(e.to_string())
+            }
+        }
+    }
+}
+
+pub struct AllioApi;
+
+#[OpenApi(tag = "Tag::Allio")]
+impl AllioApi {
+    /// Receive an ALLIO webhook. The token in the path identifies the integration.
+    #[oai(path = "/allio/webhook/:token", method = "post")]
+    async fn webhook(
+        &self,
+        state: Data<&AppState>,
+        token: Path<String>,
+        body: Json<AllioWebhook>,
+    ) -> Result<Json<Accepted>, ApiError> {
+        let unknown = || ApiError::not_found("no ALLIO integration at this URL");
+        let principal = tenancy::authenticate(&state.pool, &token.0)
+            .await?
+            .filter(|p| p.kind == IntegrationKind::Allio)
+            .ok_or_else(unknown)?;
+        let mut tx = state.pool.begin().await?;
+        let settings = settings::load(&mut tx, principal.integration_id)
+            .await?
+            .ok_or_else(unknown)?;
+        let AllioWebhook {
+            uuid,
+            command,
+            indexes,
+        } = body.0;
+        let webhook = Webhook::validate(&settings, uuid.as_str(), command.as_str(), indexes)?;
+        let webhook_id = intake::store(&mut tx, &settings, &webhook).await?;
+        enqueue(&mut tx, &Ingest { webhook_id }, EnqueueOptions::default()).await?;
+        tx.commit().await?;
+        Ok(Json(Accepted { webhook_id }))
+    }
+}
