@@ -52,6 +52,9 @@ enum Command {
     /// Remote favourites sources (Conference Compass protocol) for `favourites.reconcile`.
     #[command(subcommand)]
     Sources(SourceCommand),
+    /// ALLIO integrations.
+    #[command(subcommand)]
+    Allio(AllioCommand),
     /// Run a partner simulator (a real HTTP server) until Ctrl-C.
     #[command(subcommand)]
     Simulate(SimulateCommand),
@@ -87,6 +90,25 @@ enum SimulateCommand {
     Cc {
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: std::net::SocketAddr,
+    },
+    /// The ALLIO API (`reserve/list`, `dealcard/list`), 2 requests/s per client IP.
+    Allio {
+        #[arg(long, default_value = "127.0.0.1:9200")]
+        listen: std::net::SocketAddr,
+        /// The `x-api-key` it accepts.
+        #[arg(long, default_value = "allio-dev-key")]
+        api_key: String,
+        #[arg(long, default_value_t = 2)]
+        rate: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum AllioCommand {
+    /// Queue a delete sweep of one integration now (besides the daily one).
+    Sweep {
+        #[arg(long)]
+        integration: Uuid,
     },
 }
 
@@ -164,7 +186,7 @@ fn init_tracing(config: &Config) {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Openapi { out, check } => return openapi(&out, check),
-        Command::Simulate(SimulateCommand::Cc { listen }) => return simulate_cc(listen).await,
+        Command::Simulate(simulator) => return simulate(simulator).await,
         Command::Dev => return dev(config).await,
         _ => {}
     }
@@ -195,6 +217,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             None => Err(anyhow::anyhow!("no job `{id}`")),
         },
         Command::Sources(c) => sources(&db, c).await,
+        Command::Allio(AllioCommand::Sweep { integration }) => {
+            let mut tx = db.pool.begin().await?;
+            let job = syncline_jobs::allio_delete_sweep::enqueue_sweep(&mut tx, integration, None)
+                .await?;
+            tx.commit().await?;
+            println!("delete sweep queued: job {}", job.unwrap_or_default());
+            Ok(())
+        }
         Command::Openapi { .. } | Command::Dev | Command::Simulate(_) => {
             unreachable!("handled above")
         }
@@ -346,13 +376,29 @@ async fn sources(db: &Database, command: SourceCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn simulate_cc(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let (acceptor, addr) = hub::bind(listen).await?;
-    println!("Conference Compass simulator on http://{addr}");
-    println!(
-        "  seed a user: curl -X PUT http://{addr}/_sim/users/TOKEN -H 'content-type: application/json' -d '[]'"
-    );
-    let server = syncline::simulators::cc::CcSimulator::default().serve(acceptor);
+async fn simulate(simulator: SimulateCommand) -> anyhow::Result<()> {
+    use syncline::simulators::{allio::AllioSimulator, cc::CcSimulator};
+    let server = match simulator {
+        SimulateCommand::Cc { listen } => {
+            let (acceptor, addr) = hub::bind(listen).await?;
+            println!("Conference Compass simulator on http://{addr}");
+            println!(
+                "  seed a user: curl -X PUT http://{addr}/_sim/users/TOKEN -H 'content-type: application/json' -d '[]'"
+            );
+            CcSimulator::default().serve(acceptor)
+        }
+        SimulateCommand::Allio {
+            listen,
+            api_key,
+            rate,
+        } => {
+            let (acceptor, addr) = hub::bind(listen).await?;
+            println!(
+                "ALLIO simulator on http://{addr} ({rate} requests/s per client IP, x-api-key: {api_key})"
+            );
+            AllioSimulator::new(&api_key, rate).serve(acceptor)
+        }
+    };
     Shutdown::on_signals().wait().await;
     server.abort();
     Ok(())

@@ -451,3 +451,37 @@ async fn delete_sweep_removes_deleted_entities_once_a_day() {
     assert_eq!(a.count("SELECT count(*) FROM change_log WHERE entity = 'reservation' AND change_type = 'delete'").await, 2);
     a.app.stop().await;
 }
+
+#[tokio::test]
+async fn delete_sweep_deletes_nothing_with_the_switch_off() {
+    let a = allio().await;
+    a.webhook("RESERVE_ADD", &[1]).await;
+    a.webhook("RESERVE_DEL", &[1]).await;
+    let workers = Workers::start(&a.app.db.pool, test_worker_settings("allio"));
+    a.settle().await;
+    a.configure(true, false).await;
+    let (status, body) = a
+        .app
+        .admin_json(
+            Method::POST,
+            &format!("/admin/integrations/{}/allio/delete-sweep", a.integration),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let job = a
+        .app
+        .wait_for_job(body["job_id"].as_str().unwrap(), WAIT, |j| {
+            j["status"] == "done"
+        })
+        .await;
+    workers.stop().await;
+    assert_eq!(job["queue"], "allio.delete_sweep");
+    assert_eq!(a.count("SELECT count(*) FROM crm_reservations").await, 1);
+    assert_eq!(
+        a.count("SELECT count(*) FROM allio_tasks WHERE command = 'RESERVE_DEL' AND status = 0")
+            .await,
+        1
+    );
+    a.app.stop().await;
+}

@@ -4,6 +4,9 @@
 //! `manager` and `client`/`buyer`). Like ALLIO it allows 2 requests per second per client
 //! IP and answers 429 beyond that; it can be told to fail or stall the next requests, and
 //! it records every request's arrival.
+//!
+//! Controls (JSON): `POST /_sim/fail {"status": 503, "times": 2}`, `POST /_sim/stall
+//! {"ms": 5000, "times": 1}`, `GET /_sim/arrivals` (milliseconds since start, status).
 
 use std::{
     collections::VecDeque,
@@ -36,6 +39,7 @@ pub struct Arrival {
 }
 
 struct State {
+    started: Instant,
     api_key: String,
     rate_per_sec: usize,
     failures: VecDeque<StatusCode>,
@@ -53,10 +57,19 @@ struct ListRequest {
     ids: Vec<i64>,
 }
 
+/// Control body: the next `times` requests fail with `status` or stall `ms`.
+#[derive(Deserialize)]
+struct Injection {
+    status: Option<u16>,
+    ms: Option<u64>,
+    times: usize,
+}
+
 impl AllioSimulator {
     pub fn new(api_key: &str, rate_per_sec: usize) -> Self {
         Self {
             state: Arc::new(Mutex::new(State {
+                started: Instant::now(),
                 api_key: api_key.to_owned(),
                 rate_per_sec,
                 failures: VecDeque::new(),
@@ -69,6 +82,9 @@ impl AllioSimulator {
     pub fn serve(&self, acceptor: TcpAcceptor) -> tokio::task::JoinHandle<std::io::Result<()>> {
         let app = Route::new()
             .at("/:entity/list", post(list))
+            .at("/_sim/fail", post(fail_next))
+            .at("/_sim/stall", post(stall_next))
+            .at("/_sim/arrivals", poem::get(arrivals))
             .data(self.clone());
         tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app))
     }
@@ -235,4 +251,45 @@ async fn list(
             .body("rate limit: 2 requests per second"),
         other => other.into_response(),
     }
+}
+
+#[handler]
+fn fail_next(sim: Data<&AllioSimulator>, body: Json<Injection>) -> Response {
+    match body.status.map(StatusCode::from_u16) {
+        Some(Ok(status)) if body.times <= 1000 => {
+            sim.fail_next(status, body.times);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "status must be an HTTP status, times ≤ 1000",
+        )
+            .into_response(),
+    }
+}
+
+#[handler]
+fn stall_next(sim: Data<&AllioSimulator>, body: Json<Injection>) -> Response {
+    match body.ms {
+        Some(ms) if body.times <= 1000 && ms <= 600_000 => {
+            sim.stall_next(Duration::from_millis(ms), body.times);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "ms ≤ 600000 and times ≤ 1000 required",
+        )
+            .into_response(),
+    }
+}
+
+#[handler]
+fn arrivals(sim: Data<&AllioSimulator>) -> Json<Value> {
+    let state = sim.lock();
+    let recorded: Vec<Value> = state
+        .arrivals
+        .iter()
+        .map(|a| json!({ "ms": a.at.duration_since(state.started).as_millis() as u64, "status": a.status, "ids": a.ids, "entity": a.entity }))
+        .collect();
+    Json(Value::Array(recorded))
 }
