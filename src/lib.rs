@@ -2,6 +2,7 @@
 //! enqueues, the workers run typed, retriable jobs on Postgres.
 
 pub mod api;
+pub mod app_token;
 pub mod config;
 pub mod db;
 pub mod hub;

@@ -192,6 +192,18 @@ pub async fn list_integrations(
     .await?)
 }
 
+/// The kind of an integration, if it exists.
+pub async fn integration_kind(
+    conn: &mut sqlx::PgConnection,
+    integration_id: Uuid,
+) -> Result<Option<IntegrationKind>, TenancyError> {
+    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM integrations WHERE id = $1")
+        .bind(integration_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(kind.as_deref().and_then(IntegrationKind::parse))
+}
+
 /// A token for one user of an integration (e.g. a Conference Compass user).
 pub async fn issue_user_token(
     pool: &PgPool,

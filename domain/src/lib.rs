@@ -3,5 +3,6 @@
 //! caller can enqueue follow-up jobs in the same commit.
 
 pub mod allio;
+pub mod catalog;
 pub mod change_log;
 pub mod favourites;

@@ -4,6 +4,7 @@ pub mod allio_delete_sweep;
 pub mod allio_fetch;
 pub mod allio_ingest;
 pub mod core;
+pub mod ergonode_apply;
 pub mod noop;
 pub mod ping;
 pub mod prune;
@@ -34,6 +35,7 @@ pub fn register_all(set: WorkerSet) -> WorkerSet {
         .add::<allio_fetch::Fetch>()
         .add::<allio_delete_sweep::DeleteSweep>()
         .add::<allio_delete_sweep::DeleteSweepAll>()
+        .add::<ergonode_apply::Apply>()
         .schedule(Schedule::new("prune", HOUR, retention))
         .schedule(Schedule::new(
             "favourites.reconcile_sweep",

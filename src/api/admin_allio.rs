@@ -7,6 +7,7 @@ use syncline_jobs::allio_delete_sweep;
 use uuid::Uuid;
 
 use super::{AppState, Tag, admin_sources::parse_http_url, auth::AdminAuth, error::ApiError};
+use crate::tenancy::{self, IntegrationKind};
 
 #[derive(Object)]
 pub struct AllioSettingsInput {
@@ -40,14 +41,18 @@ pub struct SweepQueued {
     pub job_id: Option<String>,
 }
 
-async fn allio_integration(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<(), ApiError> {
-    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM integrations WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    match kind.as_deref() {
-        Some("allio") => Ok(()),
-        Some(_) => Err(ApiError::bad_request("not an allio integration")),
+/// Fails unless `id` is an integration of `kind`.
+pub async fn require_kind(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    kind: IntegrationKind,
+) -> Result<(), ApiError> {
+    match tenancy::integration_kind(conn, id).await? {
+        Some(k) if k == kind => Ok(()),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "not an {} integration",
+            kind.as_str()
+        ))),
         None => Err(ApiError::not_found("integration not found")),
     }
 }
@@ -71,7 +76,7 @@ impl AdminAllioApi {
             return Err(ApiError::bad_request("api_key must be 1 to 4096 bytes"));
         }
         let mut tx = state.pool.begin().await?;
-        allio_integration(&mut tx, integration_id.0).await?;
+        require_kind(&mut tx, integration_id.0, IntegrationKind::Allio).await?;
         let saved = settings::save(
             &mut tx,
             &Settings {
@@ -105,7 +110,7 @@ impl AdminAllioApi {
         integration_id: Path<Uuid>,
     ) -> Result<Json<SweepQueued>, ApiError> {
         let mut tx = state.pool.begin().await?;
-        allio_integration(&mut tx, integration_id.0).await?;
+        require_kind(&mut tx, integration_id.0, IntegrationKind::Allio).await?;
         let job_id = allio_delete_sweep::enqueue_sweep(&mut tx, integration_id.0, None).await?;
         tx.commit().await?;
         Ok(Json(SweepQueued { job_id }))

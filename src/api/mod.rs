@@ -2,10 +2,12 @@
 
 mod admin;
 mod admin_allio;
+mod admin_ergonode;
 mod admin_jobs;
 mod admin_sources;
 mod allio;
 mod auth;
+mod ergonode;
 mod error;
 mod favourites;
 mod health;
@@ -33,6 +35,8 @@ enum Tag {
     Favourites,
     /// ALLIO webhooks.
     Allio,
+    /// Ergonode App synchronization endpoints.
+    Ergonode,
 }
 
 #[derive(Clone)]
@@ -57,10 +61,12 @@ fn service() -> OpenApiService<impl OpenApi, ()> {
             admin::AdminApi,
             admin_sources::AdminSourcesApi,
             admin_allio::AdminAllioApi,
+            admin_ergonode::AdminErgonodeApi,
             admin_jobs::AdminJobsApi,
             whoami::WhoamiApi,
             favourites::FavouritesApi,
             allio::AllioApi,
+            ergonode::ErgonodeApi,
         ),
         "syncline",
         env!("CARGO_PKG_VERSION"),
