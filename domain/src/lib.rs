@@ -6,3 +6,4 @@ pub mod allio;
 pub mod catalog;
 pub mod change_log;
 pub mod favourites;
+pub mod feed;

@@ -49,6 +49,15 @@ async fn check_cc_user(req: &Request, bearer: Bearer) -> poem::Result<tenancy::P
     .await
 }
 
+/// A partner polling the changes feed: `Authorization: Bearer <token of a feed integration>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check_feed")]
+pub struct FeedAuth(pub tenancy::Principal);
+
+async fn check_feed(req: &Request, bearer: Bearer) -> poem::Result<tenancy::Principal> {
+    partner(req, &bearer, |p| p.kind == IntegrationKind::Feed).await
+}
+
 /// The token's principal if it exists and `allowed` accepts it; 401 otherwise, 503 when
 /// the database cannot say.
 async fn partner(

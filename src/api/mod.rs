@@ -7,6 +7,7 @@ mod admin_jobs;
 mod admin_sources;
 mod allio;
 mod auth;
+mod changes_feed;
 mod ergonode;
 mod error;
 mod favourites;
@@ -17,7 +18,11 @@ mod whoami;
 
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApi, OpenApiService, Tags};
+use std::sync::Arc;
+
 use sqlx::PgPool;
+use syncline_domain::feed::{self, CursorKey};
+use tokio::sync::OnceCell;
 
 use crate::secrets::{self, TokenHash};
 
@@ -37,12 +42,16 @@ enum Tag {
     Allio,
     /// Ergonode App synchronization endpoints.
     Ergonode,
+    /// Changes feed: cursor polling (feed API key).
+    Feed,
 }
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     admin_token_hash: TokenHash,
+    /// Loaded from the database on first use.
+    cursor_key: Arc<OnceCell<CursorKey>>,
 }
 
 impl AppState {
@@ -50,7 +59,17 @@ impl AppState {
         Self {
             pool,
             admin_token_hash: secrets::hash(admin_token),
+            cursor_key: Arc::default(),
         }
+    }
+
+    async fn cursor_key(&self) -> Result<&CursorKey, sqlx::Error> {
+        self.cursor_key
+            .get_or_try_init(|| async {
+                let mut conn = self.pool.acquire().await?;
+                feed::cursor_key(&mut conn).await
+            })
+            .await
     }
 }
 
@@ -67,6 +86,7 @@ fn service() -> OpenApiService<impl OpenApi, ()> {
             favourites::FavouritesApi,
             allio::AllioApi,
             ergonode::ErgonodeApi,
+            changes_feed::FeedApi,
         ),
         "syncline",
         env!("CARGO_PKG_VERSION"),
