@@ -13,7 +13,10 @@ use syncline_domain::allio::{
 };
 use uuid::Uuid;
 
-use crate::core::{EnqueueError, EnqueueOptions, Job, JobContext, JobError, enqueue};
+use crate::{
+    allio_fetch,
+    core::{EnqueueError, EnqueueOptions, Job, JobContext, JobError, enqueue},
+};
 
 /// Tasks one sweep takes per round trip.
 const TASKS_PER_ROUND: i64 = 500;
@@ -59,9 +62,7 @@ impl Job for DeleteSweep {
 
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         let mut conn = ctx.pool.acquire().await?;
-        let Some(settings) = settings::load(&mut conn, self.integration_id).await? else {
-            return Err(JobError::permanent("the integration has no ALLIO settings"));
-        };
+        let settings = allio_fetch::settings_of(&mut conn, self.integration_id).await?;
         if !settings.delete_sync {
             tracing::info!("delete control is off; nothing swept");
             return Ok(());

@@ -30,6 +30,16 @@ pub struct Fetch {
     pub integration_id: Uuid,
 }
 
+/// The integration's ALLIO settings; without them no ALLIO job can do anything.
+pub async fn settings_of(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+) -> Result<settings::Settings, JobError> {
+    settings::load(conn, integration_id)
+        .await?
+        .ok_or_else(|| JobError::permanent("the integration has no ALLIO settings"))
+}
+
 /// Queues a fetch for the integration unless one is already waiting.
 pub async fn enqueue_fetch(
     conn: &mut PgConnection,
@@ -49,9 +59,7 @@ impl Job for Fetch {
 
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         let mut conn = ctx.pool.acquire().await?;
-        let Some(settings) = settings::load(&mut conn, self.integration_id).await? else {
-            return Err(JobError::permanent("the integration has no ALLIO settings"));
-        };
+        let settings = settings_of(&mut conn, self.integration_id).await?;
         if !settings.active {
             tracing::info!("integration inactive; tasks stay new");
             return Ok(());

@@ -10,7 +10,7 @@
 
 use std::{
     collections::VecDeque,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -91,12 +91,10 @@ impl AllioSimulator {
 
     /// Starts on a free loopback port; returns the simulator and its base URL.
     pub async fn start(api_key: &str) -> std::io::Result<(Self, String)> {
-        let (acceptor, addr) = crate::hub::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .map_err(std::io::Error::other)?;
+        let (acceptor, base) = super::bind_loopback().await?;
         let sim = Self::new(api_key, 2);
         sim.serve(acceptor);
-        Ok((sim, format!("http://{addr}")))
+        Ok((sim, base))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

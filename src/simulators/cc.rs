@@ -8,7 +8,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    net::SocketAddr,
     sync::{Arc, Mutex},
 };
 
@@ -62,12 +61,10 @@ impl CcSimulator {
 
     /// Starts on a free loopback port; returns the simulator and its base URL.
     pub async fn start() -> std::io::Result<(Self, String)> {
-        let (acceptor, addr) = crate::hub::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .map_err(std::io::Error::other)?;
+        let (acceptor, base) = super::bind_loopback().await?;
         let sim = Self::default();
         sim.serve(acceptor);
-        Ok((sim, format!("http://{addr}")))
+        Ok((sim, base))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
