@@ -21,6 +21,8 @@ pub struct Config {
     pub retention_days: u32,
     /// Whether `work`/`dev` processes enqueue periodic jobs.
     pub scheduler: bool,
+    /// Multiplies every retry delay (staging and tests shorten long schedules with it).
+    pub retry_delay_scale: f64,
     /// Requests per second to ALLIO per egress IP, summed over all processes.
     pub allio_rate: f64,
     /// Name of the egress IP this process reaches ALLIO from.
@@ -92,6 +94,15 @@ impl Config {
                     return Err(ConfigError {
                         variable: "SYNCLINE_ALLIO_RATE",
                         problem: "must be above 0 and at most 1000".into(),
+                    });
+                }
+            },
+            retry_delay_scale: match parsed(&var, "SYNCLINE_RETRY_DELAY_SCALE", Some(1.0f64))? {
+                f if f > 0.0 && f <= 1.0 => f,
+                _ => {
+                    return Err(ConfigError {
+                        variable: "SYNCLINE_RETRY_DELAY_SCALE",
+                        problem: "must be above 0 and at most 1".into(),
                     });
                 }
             },

@@ -130,6 +130,7 @@ pub async fn work(
     settings.retention_days = config.retention_days;
     settings.scheduler = config.scheduler;
     settings.allio_sweep_at = config.allio_sweep_at;
+    settings.retry_delay_scale = config.retry_delay_scale;
     settings.partners = PartnerSettings {
         allio_rate_per_sec: config.allio_rate,
         allio_egress: config.allio_egress.clone(),

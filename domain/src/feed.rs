@@ -102,25 +102,27 @@ pub async fn cursor_key(conn: &mut PgConnection) -> Result<CursorKey, sqlx::Erro
 
 #[derive(Debug, Clone)]
 pub struct Entry {
+    pub entity: String,
     pub entity_id: String,
     pub change_type: String,
     pub latest: Value,
+    pub changed: Value,
     pub changed_at: DateTime<Utc>,
 }
 
-/// Up to `limit` entries after `after`; returns them and the position to continue from
-/// (`after` itself when the page is empty).
+/// Up to `limit` entries of `entities` after `after`; returns them and the position to
+/// continue from (`after` itself when the page is empty).
 pub async fn page(
     conn: &mut PgConnection,
     tenant: Uuid,
-    entity: &str,
+    entities: &[String],
     sort: Sort,
     after: Position,
     limit: i64,
 ) -> Result<(Vec<Entry>, Position), sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, txid::text AS txid, entity_id, change_type, latest, changed_at FROM change_log
-         WHERE tenant_id = $1 AND entity = $2
+        "SELECT id, txid::text AS txid, entity, entity_id, change_type, latest, changed, changed_at FROM change_log
+         WHERE tenant_id = $1 AND entity = ANY($2)
            AND ($3 OR change_type = 'create')
            AND (txid, id) > ($4::text::xid8, $5)
            AND txid < pg_snapshot_xmin(pg_current_snapshot())
@@ -128,7 +130,7 @@ pub async fn page(
          LIMIT $6",
     )
     .bind(tenant)
-    .bind(entity)
+    .bind(entities)
     .bind(sort == Sort::UpdatedAt)
     .bind(after.txid.to_string())
     .bind(after.id)
@@ -146,9 +148,11 @@ pub async fn page(
             id: row.try_get("id")?,
         };
         entries.push(Entry {
+            entity: row.try_get("entity")?,
             entity_id: row.try_get("entity_id")?,
             change_type: row.try_get("change_type")?,
             latest: row.try_get("latest")?,
+            changed: row.try_get("changed")?,
             changed_at: row.try_get("changed_at")?,
         });
     }

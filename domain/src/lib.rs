@@ -7,3 +7,4 @@ pub mod catalog;
 pub mod change_log;
 pub mod favourites;
 pub mod feed;
+pub mod webhooks;

@@ -10,6 +10,7 @@ pub mod ping;
 pub mod prune;
 pub mod reconcile;
 pub mod reconcile_sweep;
+pub mod webhook_deliver;
 
 pub use core::{WorkerSet, WorkerSettings};
 
@@ -36,6 +37,7 @@ pub fn register_all(set: WorkerSet) -> WorkerSet {
         .add::<allio_delete_sweep::DeleteSweep>()
         .add::<allio_delete_sweep::DeleteSweepAll>()
         .add::<ergonode_apply::Apply>()
+        .add::<webhook_deliver::Deliver>()
         .schedule(Schedule::new("prune", HOUR, retention))
         .schedule(Schedule::new(
             "favourites.reconcile_sweep",

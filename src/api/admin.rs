@@ -51,6 +51,12 @@ pub struct NewUserToken {
 }
 
 #[derive(Object)]
+pub struct ResumedWebhook {
+    /// The queued delivery (none if one was already waiting).
+    pub job_id: Option<String>,
+}
+
+#[derive(Object)]
 pub struct CreatedToken {
     pub credential_id: Uuid,
     /// Shown only in this response; store it now.
@@ -136,6 +142,30 @@ impl AdminApi {
     ) -> Result<Json<Vec<IntegrationView>>, ApiError> {
         let list = tenancy::list_integrations(&state.pool, tenant_id.0).await?;
         Ok(Json(list.into_iter().map(Into::into).collect()))
+    }
+
+    /// Resume a stopped (or retrying) feed webhook: state back to `ok`, delivery queued.
+    #[oai(path = "/webhooks/:webhook_id/resume", method = "post")]
+    async fn resume_webhook(
+        &self,
+        _auth: AdminAuth,
+        state: Data<&AppState>,
+        webhook_id: Path<i64>,
+    ) -> Result<Json<ResumedWebhook>, ApiError> {
+        let mut tx = state.pool.begin().await?;
+        if !syncline_domain::webhooks::resume(&mut tx, webhook_id.0).await? {
+            return Err(ApiError::not_found("no such webhook"));
+        }
+        let job = syncline_jobs::webhook_deliver::Deliver {
+            webhook_id: webhook_id.0,
+        };
+        let options = syncline_jobs::core::EnqueueOptions {
+            dedupe_key: Some(webhook_id.0.to_string()),
+            ..Default::default()
+        };
+        let job_id = syncline_jobs::core::enqueue(&mut tx, &job, options).await?;
+        tx.commit().await?;
+        Ok(Json(ResumedWebhook { job_id }))
     }
 
     /// Issue a token for one user of an integration; answers with it, once.

@@ -62,7 +62,8 @@ async fn list(
         None => (requested, Position::default()),
     };
     let mut conn = state.pool.acquire().await?;
-    let (entries, next) = feed::page(&mut conn, tenant, entity, sort, after, limit).await?;
+    let (entries, next) =
+        feed::page(&mut conn, tenant, &[entity.to_owned()], sort, after, limit).await?;
     let items: Vec<Value> = entries
         .into_iter()
         .map(|e| {

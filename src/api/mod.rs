@@ -14,6 +14,7 @@ mod favourites;
 mod health;
 mod limits;
 mod strict;
+mod webhooks;
 mod whoami;
 
 use poem::{Endpoint, EndpointExt, Route};
@@ -87,6 +88,7 @@ fn service() -> OpenApiService<impl OpenApi, ()> {
             allio::AllioApi,
             ergonode::ErgonodeApi,
             changes_feed::FeedApi,
+            webhooks::WebhooksApi,
         ),
         "syncline",
         env!("CARGO_PKG_VERSION"),

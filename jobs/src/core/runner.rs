@@ -51,6 +51,9 @@ pub struct WorkerSettings {
     pub retention_days: u32,
     /// Whether this process enqueues periodic jobs (any number of processes may).
     pub scheduler: bool,
+    /// Multiplies every retry delay (1.0 = the policies' tables). Staging and tests use a
+    /// small factor to watch long schedules play out quickly.
+    pub retry_delay_scale: f64,
     /// When the daily ALLIO delete sweep runs, as time after midnight UTC.
     pub allio_sweep_at: Duration,
     pub partners: PartnerSettings,
@@ -69,6 +72,7 @@ impl WorkerSettings {
             shutdown_grace: Duration::from_secs(30),
             retention_days: 7,
             scheduler: true,
+            retry_delay_scale: 1.0,
             allio_sweep_at: Duration::from_secs(3 * 3600),
             partners: PartnerSettings::default(),
         }
@@ -76,6 +80,7 @@ impl WorkerSettings {
 }
 
 struct Shared {
+    retry_delay_scale: f64,
     pool: PgPool,
     http: reqwest::Client,
     attempts: AttemptLog,
@@ -100,6 +105,7 @@ impl WorkerSet {
             pool,
             attempts,
             partners: settings.partners.clone(),
+            retry_delay_scale: settings.retry_delay_scale,
         });
         let monitor = Monitor::new().shutdown_timeout(settings.shutdown_grace);
         Self {
@@ -215,6 +221,7 @@ async fn handle<J: Job>(
                 match J::POLICY.next_delay(attempt, retry_after) {
                     None => (Outcome::Failed, None, Err(error.clone().into())),
                     Some(delay) => {
+                        let delay = delay.mul_f64(shared.retry_delay_scale);
                         let next = schedule_retry(&shared.pool, &job_id, delay).await;
                         (Outcome::RetryScheduled, next, Err(error.clone().into()))
                     }
