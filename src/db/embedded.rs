@@ -191,6 +191,11 @@ fn init_cluster(bin: &Path, data: &Path, owner: Option<&User>) -> anyhow::Result
     Ok(())
 }
 
+/// Whether a live postmaster runs the cluster under `root` (as created by [`EmbeddedPostgres::start`]).
+pub fn is_running(root: &Path) -> bool {
+    running_port(&root.join("pgdata")).is_some()
+}
+
 /// The port of a live postmaster in `data` (from `postmaster.pid`), if any.
 fn running_port(data: &Path) -> Option<u16> {
     let mut text = String::new();

@@ -22,6 +22,21 @@ use tokio::{sync::OnceCell, task::JoinHandle};
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 static EMBEDDED: OnceCell<EmbeddedPostgres> = OnceCell::const_new();
+const CLUSTER_PREFIX: &str = "syncline-test-pg";
+
+/// Test binaries' clusters outlive them on disk (their server stops with them); clear
+/// those no server runs in any more.
+fn remove_stale_clusters() {
+    let tmp = std::env::temp_dir();
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let stale = name.to_string_lossy().starts_with(CLUSTER_PREFIX)
+            && !syncline::db::embedded::is_running(&entry.path());
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
 
 /// URL of a maintenance database on the server tests run against.
 async fn server_url() -> String {
@@ -30,8 +45,9 @@ async fn server_url() -> String {
     }
     let pg = EMBEDDED
         .get_or_init(|| async {
+            remove_stale_clusters();
             let dir = tempfile::Builder::new()
-                .prefix("syncline-test-pg")
+                .prefix(CLUSTER_PREFIX)
                 .tempdir()
                 .expect("temp dir")
                 .keep();
