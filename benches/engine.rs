@@ -10,12 +10,12 @@
 
 use std::time::{Duration, Instant};
 
+mod support;
+
 use anyhow::Context;
 use sqlx::PgPool;
-use syncline::{
-    db::{self, embedded::EmbeddedPostgres},
-    hub::Shutdown,
-};
+use support::{Report, Row, Server, execute, run_in_fresh_database, show_engine_warnings};
+use syncline::{db, hub::Shutdown};
 use syncline_jobs::{
     WorkerSet, WorkerSettings,
     core::{EnqueueOptions, enqueue},
@@ -64,82 +64,14 @@ const PROBE_LATENCIES_MS: &str = "
 async fn main() -> anyhow::Result<()> {
     show_engine_warnings();
     let server = Server::start().await?;
-    let outcome = run_in_fresh_database(&server).await;
+    let server_ref = &server;
+    let outcome = run_in_fresh_database(server_ref, |url| async move {
+        run_scenarios(server_ref, &url).await
+    })
+    .await;
     server.stop();
     outcome?.print();
     Ok(())
-}
-
-fn show_engine_warnings() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// The Postgres server we benchmark against: `DATABASE_URL`'s, or an embedded one.
-struct Server {
-    url: String,
-    embedded: Option<(EmbeddedPostgres, tempfile::TempDir)>,
-}
-
-impl Server {
-    async fn start() -> anyhow::Result<Self> {
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            return Ok(Self {
-                url,
-                embedded: None,
-            });
-        }
-        let folder = tempfile::Builder::new()
-            .prefix("syncline-bench-pg")
-            .tempdir()?;
-        let pg = EmbeddedPostgres::start(folder.path()).await?;
-        Ok(Self {
-            url: pg.url.clone(),
-            embedded: Some((pg, folder)),
-        })
-    }
-
-    fn describe(&self) -> &'static str {
-        match self.embedded {
-            Some(_) => "embedded cluster (no DATABASE_URL)",
-            None => "DATABASE_URL",
-        }
-    }
-
-    fn stop(self) {
-        if let Some((pg, _folder)) = self.embedded {
-            pg.stop();
-        }
-    }
-}
-
-/// Creates a database of our own on `server`, runs every scenario in it, and drops it
-/// whether or not they succeeded.
-async fn run_in_fresh_database(server: &Server) -> anyhow::Result<Report> {
-    let name = format!("bench_{}", Uuid::new_v4().simple());
-    let admin = db::connect_with_retry(&server.url, Duration::from_secs(30), 1).await?;
-    execute(&admin, format!("CREATE DATABASE {name}")).await?;
-    let report = run_scenarios(server, &database_url(&server.url, &name)?).await;
-    let dropped = execute(&admin, format!("DROP DATABASE {name} WITH (FORCE)")).await;
-    admin.close().await;
-    let report = report?;
-    dropped.context("dropping the benchmark database")?;
-    Ok(report)
-}
-
-async fn execute(pool: &PgPool, sql: String) -> anyhow::Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
-    Ok(())
-}
-
-fn database_url(server_url: &str, name: &str) -> anyhow::Result<String> {
-    let mut url = reqwest::Url::parse(server_url).context("database URL does not parse")?;
-    url.set_path(&format!("/{name}"));
-    Ok(url.into())
 }
 
 async fn run_scenarios(server: &Server, url: &str) -> anyhow::Result<Report> {
@@ -148,7 +80,10 @@ async fn run_scenarios(server: &Server, url: &str) -> anyhow::Result<Report> {
     db::migrate::run(&clients).await?;
     print_setup(server, &clients).await?;
 
-    let mut report = Report::default();
+    let mut report = Report {
+        unit: "jobs",
+        ..Report::default()
+    };
     report.rows.push(enqueue_one_per_tx(&clients).await?);
     report.rows.push(enqueue_batched(&clients).await?);
     for (concurrency, batch_size) in DRAIN_SETTINGS {
@@ -458,90 +393,4 @@ fn load_rate() -> u128 {
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-// --- Report ----------------------------------------------------------------------------
-
-#[derive(Default)]
-struct Report {
-    rows: Vec<Row>,
-    notes: Vec<String>,
-}
-
-struct Row {
-    scenario: String,
-    jobs: usize,
-    seconds: f64,
-    jobs_per_second: Option<f64>,
-    p50_ms: Option<f64>,
-    p99_ms: Option<f64>,
-}
-
-impl Row {
-    fn throughput(scenario: String, jobs: usize, elapsed: Duration) -> Self {
-        let seconds = elapsed.as_secs_f64();
-        Self {
-            scenario,
-            jobs,
-            seconds,
-            jobs_per_second: Some(jobs as f64 / seconds),
-            p50_ms: None,
-            p99_ms: None,
-        }
-    }
-
-    fn latency(scenario: String, jobs: usize, elapsed: Duration, latencies: Vec<f64>) -> Self {
-        Self {
-            jobs_per_second: None,
-            ..Self::throughput(scenario, jobs, elapsed).with_latencies(latencies)
-        }
-    }
-
-    fn with_latencies(self, mut latencies: Vec<f64>) -> Self {
-        latencies.sort_by(f64::total_cmp);
-        Self {
-            p50_ms: percentile(&latencies, 0.50),
-            p99_ms: percentile(&latencies, 0.99),
-            ..self
-        }
-    }
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.max(1) - 1).copied()
-}
-
-impl Report {
-    fn print(&self) {
-        let width = self
-            .rows
-            .iter()
-            .map(|r| r.scenario.chars().count())
-            .max()
-            .unwrap_or(0);
-        let dash = |value: Option<f64>, precision: usize| {
-            value.map_or_else(|| "-".to_owned(), |v| format!("{v:.precision$}"))
-        };
-        println!(
-            "{:<width$} | {:>6} | {:>7} | {:>8} | {:>8} | {:>8}",
-            "scenario", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms"
-        );
-        println!("{}", "-".repeat(width + 52));
-        for row in &self.rows {
-            println!(
-                "{:<width$} | {:>6} | {:>7.2} | {:>8} | {:>8} | {:>8}",
-                row.scenario,
-                row.jobs,
-                row.seconds,
-                dash(row.jobs_per_second, 0),
-                dash(row.p50_ms, 2),
-                dash(row.p99_ms, 2),
-            );
-        }
-        for note in &self.notes {
-            println!("{note}");
-        }
-    }
 }
