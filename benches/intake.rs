@@ -79,12 +79,16 @@ async fn scenarios(url: &str) -> anyhow::Result<Report> {
         let base = base.clone();
         Arc::new(move |http, _| http.get(format!("{base}/healthz")))
     };
+    // Each request is newer than the last for its user (so it replaces the list: a write),
+    // across both concurrency runs.
+    let sync_dates = Arc::new(AtomicUsize::new(0));
     let imshop_sync: Build = {
         let base = base.clone();
         Arc::new(move |http, n| {
+            let date = sync_dates.fetch_add(1, Ordering::Relaxed);
             let body = json!({
                 "userIdentifier": format!("user-{}", n % USERS),
-                "lastSyncDate": 1_700_000_000_000i64 + n as i64,
+                "lastSyncDate": 1_700_000_000_000i64 + date as i64,
                 "itemIds": (0..5).map(|i| format!("item-{}", (n + i) % 50)).collect::<Vec<_>>(),
             });
             http.post(format!("{base}/imshop/favorites"))

@@ -55,6 +55,9 @@ enum Command {
     /// ALLIO integrations.
     #[command(subcommand)]
     Allio(AllioCommand),
+    /// Changes-feed webhooks.
+    #[command(subcommand)]
+    Webhooks(WebhookCommand),
     /// Run a partner simulator (a real HTTP server) until Ctrl-C.
     #[command(subcommand)]
     Simulate(SimulateCommand),
@@ -101,6 +104,12 @@ enum SimulateCommand {
         #[arg(long, default_value_t = 2)]
         rate: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Put a stopped (or retrying) webhook back to `ok` and queue a delivery.
+    Resume { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -217,6 +226,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             None => Err(anyhow::anyhow!("no job `{id}`")),
         },
         Command::Sources(c) => sources(&db, c).await,
+        Command::Webhooks(WebhookCommand::Resume { id }) => {
+            use syncline_jobs::webhook_deliver::{Resumed, resume};
+            let mut tx = db.pool.begin().await?;
+            let resumed = resume(&mut tx, id).await?;
+            anyhow::ensure!(resumed != Resumed::NoSuchWebhook, "no webhook {id}");
+            tx.commit().await?;
+            println!("webhook {id} resumed; delivery queued");
+            Ok(())
+        }
         Command::Allio(AllioCommand::Sweep { integration }) => {
             let mut tx = db.pool.begin().await?;
             let job = syncline_jobs::allio_delete_sweep::enqueue_sweep(&mut tx, integration, None)

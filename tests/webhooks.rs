@@ -220,10 +220,18 @@ async fn persistent_failure_stops_the_webhook_and_resume_restarts_it() {
         )
         .await;
     assert_eq!(status, 200);
+    // Resuming sets `ok` at once; wait for the delivery itself.
     h.wait_until("resumed delivery", async || {
-        h.state().await["state"] == "ok"
+        let ok: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_attempts WHERE resp_status = 200 AND error IS NULL",
+        )
+        .fetch_one(&h.app.db.pool)
+        .await
+        .unwrap();
+        ok == 1
     })
     .await;
+    assert_eq!(h.state().await["state"], "ok");
     workers.stop().await;
     let body: Value = serde_json::from_slice(&h.received().await[0].body).unwrap();
     assert_eq!(

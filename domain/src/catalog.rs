@@ -222,26 +222,29 @@ async fn write(
 }
 
 /// Opens the synchronization record if it is new; `ended` closes it. Redelivered
-/// events change nothing more. (Its size is counted on read: the catalog items it
-/// touched last.)
+/// events change nothing more. Resource events only insert (never update), so the many
+/// events of one synchronization do not queue up on its row. (Its size is counted on
+/// read: the catalog items it touched last.)
 pub async fn record_synchronization(
     conn: &mut PgConnection,
     integration_id: Uuid,
     synchronization_id: Uuid,
     ended: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = if ended {
         "INSERT INTO ergonode_synchronizations (integration_id, synchronization_id, status, ended_at)
-         VALUES ($1, $2, CASE WHEN $3 THEN 'ended' ELSE 'running' END, CASE WHEN $3 THEN now() END)
+         VALUES ($1, $2, 'ended', now())
          ON CONFLICT (integration_id, synchronization_id) DO UPDATE SET
-             status = CASE WHEN $3 THEN 'ended' ELSE ergonode_synchronizations.status END,
-             ended_at = CASE WHEN $3 THEN COALESCE(ergonode_synchronizations.ended_at, now())
-                             ELSE ergonode_synchronizations.ended_at END",
-    )
-    .bind(integration_id)
-    .bind(synchronization_id)
-    .bind(ended)
-    .execute(conn)
-    .await?;
+             status = 'ended', ended_at = COALESCE(ergonode_synchronizations.ended_at, now())"
+    } else {
+        "INSERT INTO ergonode_synchronizations (integration_id, synchronization_id, status)
+         VALUES ($1, $2, 'running')
+         ON CONFLICT (integration_id, synchronization_id) DO NOTHING"
+    };
+    sqlx::query(query)
+        .bind(integration_id)
+        .bind(synchronization_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }

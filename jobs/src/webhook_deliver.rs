@@ -18,7 +18,7 @@ use syncline_domain::{
     webhooks::{self, Attempt, Lease, Target},
 };
 
-use crate::core::{EnqueueOptions, Job, JobContext, JobError, RetryPolicy, enqueue};
+use crate::core::{EnqueueError, EnqueueOptions, Job, JobContext, JobError, RetryPolicy, enqueue};
 
 /// Most changes in one delivery.
 pub const BATCH: i64 = 1000;
@@ -127,6 +127,31 @@ impl Job for Deliver {
             }
         }
     }
+}
+
+/// What resuming a webhook did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resumed {
+    NoSuchWebhook,
+    /// State back to `ok`; the queued delivery (none if one was already waiting).
+    Queued(Option<String>),
+}
+
+/// Puts a stopped (or retrying) webhook back to `ok` and queues a delivery.
+pub async fn resume(
+    conn: &mut sqlx::PgConnection,
+    webhook_id: i64,
+) -> Result<Resumed, EnqueueError> {
+    if !webhooks::resume(conn, webhook_id).await? {
+        return Ok(Resumed::NoSuchWebhook);
+    }
+    let options = EnqueueOptions {
+        dedupe_key: Some(webhook_id.to_string()),
+        ..Default::default()
+    };
+    Ok(Resumed::Queued(
+        enqueue(conn, &Deliver { webhook_id }, options).await?,
+    ))
 }
 
 fn with_id(latest: Value, entity_id: &str) -> Value {
