@@ -159,6 +159,26 @@ pub async fn page(
     Ok((entries, next))
 }
 
+/// Whether entries after `after` exist at all, including those of transactions a page
+/// may not show yet (older ones still running).
+pub async fn any_after(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    entities: &[String],
+    after: Position,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM change_log
+                        WHERE tenant_id = $1 AND entity = ANY($2) AND (txid, id) > ($3::text::xid8, $4))",
+    )
+    .bind(tenant)
+    .bind(entities)
+    .bind(after.txid.to_string())
+    .bind(after.id)
+    .fetch_one(conn)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,11 +65,8 @@ impl Job for Deliver {
             Lease::Inactive => return Ok(()),
             Lease::Busy => {
                 // Another delivery is in flight: come back when it is likely done.
-                let options = EnqueueOptions {
-                    run_at: Some(Utc::now() + chrono::Duration::seconds(1)),
-                    dedupe_key: Some(self.webhook_id.to_string()),
-                };
-                enqueue(&mut conn, &self, options).await?;
+                self.again_in(&mut conn, chrono::Duration::seconds(1))
+                    .await?;
                 return Ok(());
             }
         };
@@ -84,6 +81,12 @@ impl Job for Deliver {
         .await?;
         if changes.is_empty() {
             webhooks::release(&mut conn, self.webhook_id).await?;
+            // Changes may wait behind an older transaction still running (the page only
+            // shows finished ones): look again soon rather than leave them stranded.
+            if feed::any_after(&mut conn, target.tenant, &target.entities, target.position).await? {
+                self.again_in(&mut conn, chrono::Duration::milliseconds(200))
+                    .await?;
+            }
             return Ok(());
         }
         drop(conn);
@@ -126,6 +129,22 @@ impl Job for Deliver {
                 Err(JobError::retryable(error))
             }
         }
+    }
+}
+
+impl Deliver {
+    /// Queues this delivery again after `delay` (unless one is already waiting).
+    async fn again_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        delay: chrono::Duration,
+    ) -> Result<(), EnqueueError> {
+        let options = EnqueueOptions {
+            run_at: Some(Utc::now() + delay),
+            dedupe_key: Some(self.webhook_id.to_string()),
+        };
+        enqueue(conn, self, options).await?;
+        Ok(())
     }
 }
 
