@@ -57,11 +57,10 @@ struct ListRequest {
     ids: Vec<i64>,
 }
 
-/// Control body: the next `times` requests fail with `status` or stall `ms`.
+/// Control body: the next `times` requests stall `ms`.
 #[derive(Deserialize)]
-struct Injection {
-    status: Option<u16>,
-    ms: Option<u64>,
+struct Stall {
+    ms: u64,
     times: usize,
 }
 
@@ -252,24 +251,14 @@ async fn list(
 }
 
 #[handler]
-fn fail_next(sim: Data<&AllioSimulator>, body: Json<Injection>) -> Response {
-    match body.status.map(StatusCode::from_u16) {
-        Some(Ok(status)) if body.times <= 1000 => {
-            sim.fail_next(status, body.times);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        _ => (
-            StatusCode::BAD_REQUEST,
-            "status must be an HTTP status, times ≤ 1000",
-        )
-            .into_response(),
-    }
+fn fail_next(sim: Data<&AllioSimulator>, body: Json<super::FailNext>) -> Response {
+    body.apply(|status, times| sim.fail_next(status, times))
 }
 
 #[handler]
-fn stall_next(sim: Data<&AllioSimulator>, body: Json<Injection>) -> Response {
+fn stall_next(sim: Data<&AllioSimulator>, body: Json<Stall>) -> Response {
     match body.ms {
-        Some(ms) if body.times <= 1000 && ms <= 600_000 => {
+        ms if body.times <= 1000 && ms <= 600_000 => {
             sim.stall_next(Duration::from_millis(ms), body.times);
             StatusCode::NO_CONTENT.into_response()
         }

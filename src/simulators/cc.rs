@@ -18,7 +18,6 @@ use poem::{
     post, put,
     web::{Data, Json, Path},
 };
-use serde::Deserialize;
 use syncline_domain::favourites::{
     ItemId,
     lww::{Action, Stamp},
@@ -39,12 +38,6 @@ struct State {
 #[derive(Clone, Default)]
 pub struct CcSimulator {
     state: Arc<Mutex<State>>,
-}
-
-#[derive(Deserialize)]
-struct Failure {
-    status: u16,
-    times: usize,
 }
 
 impl CcSimulator {
@@ -178,16 +171,6 @@ fn read(Path(token): Path<String>, sim: Data<&CcSimulator>) -> Response {
 }
 
 #[handler]
-fn fail_next(sim: Data<&CcSimulator>, body: Json<Failure>) -> Response {
-    match StatusCode::from_u16(body.status) {
-        Ok(status) if body.times <= 1000 => {
-            sim.fail_next(status, body.times);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        _ => (
-            StatusCode::BAD_REQUEST,
-            "status must be an HTTP status, times ≤ 1000",
-        )
-            .into_response(),
-    }
+fn fail_next(sim: Data<&CcSimulator>, body: Json<super::FailNext>) -> Response {
+    body.apply(|status, times| sim.fail_next(status, times))
 }
