@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 
 /// Status names operators use (apalis's raw status plus the attempt budget and run time).
+#[macro_export]
 macro_rules! status_sql {
     () => {
         "CASE
@@ -15,6 +16,15 @@ macro_rules! status_sql {
     WHEN status = 'Failed' THEN 'retrying'
     WHEN run_at > now() THEN 'scheduled'
     ELSE 'pending' END"
+    };
+}
+
+/// The job's last error as operators read it (apalis prefixes permanent ones with
+/// `AbortError: `).
+#[macro_export]
+macro_rules! last_error_sql {
+    () => {
+        "regexp_replace(last_result ->> 'Err', '^AbortError: ', '')"
     };
 }
 
@@ -48,8 +58,9 @@ pub async fn show(pool: &PgPool, id: &str) -> Result<Option<JobDetails>, sqlx::E
     let query = concat!(
         "SELECT id, job_type, ",
         status_sql!(),
-        " AS state, attempts, max_attempts, run_at, lock_by,
-                done_at, last_result ->> 'Err' AS last_error, job
+        " AS state, attempts, max_attempts, run_at, lock_by, done_at, ",
+        last_error_sql!(),
+        " AS last_error, job
          FROM apalis.jobs WHERE id = $1"
     );
     let Some(row) = sqlx::query(query).bind(id).fetch_optional(pool).await? else {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod hub;
 pub mod job_admin;
+pub mod job_ops;
 pub mod secrets;
 pub mod simulators;
 pub mod tenancy;

@@ -157,8 +157,74 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum JobCommand {
-    /// One job with every attempt, as JSON.
+    /// One job with every attempt.
     Show { id: String },
+    /// Jobs by filter, newest first.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Replay failed and killed jobs by id or filter (fresh attempt budget, history kept).
+    Replay {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Why; stored with every replayed job.
+        #[arg(long, required_unless_present = "dry_run")]
+        reason: Option<String>,
+        /// Only count what would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Cancel waiting jobs (pending, scheduled, retrying) by id or filter.
+    Cancel {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, required_unless_present = "dry_run")]
+        reason: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Per queue: jobs by status, oldest due job, failures in the last hour.
+    Stats,
+}
+
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Exactly these job ids.
+    #[arg(long = "id")]
+    ids: Vec<String>,
+    #[arg(long)]
+    queue: Option<String>,
+    /// pending, scheduled, running, retrying, failed, killed or done.
+    #[arg(long)]
+    status: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[arg(long)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Created before (RFC 3339).
+    #[arg(long)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Substring of the last error.
+    #[arg(long)]
+    error: Option<String>,
+    #[arg(long)]
+    integration: Option<Uuid>,
+}
+
+impl From<FilterArgs> for syncline::job_ops::JobFilter {
+    fn from(a: FilterArgs) -> Self {
+        Self {
+            ids: a.ids,
+            queue: a.queue,
+            status: a.status,
+            since: a.since,
+            until: a.until,
+            error: a.error,
+            integration: a.integration,
+        }
+    }
 }
 
 #[tokio::main]
@@ -218,13 +284,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Tenants(c) => tenants(&db, c).await,
         Command::Integrations(c) => integrations(&db, c).await,
         Command::Tokens(c) => tokens(&db, c).await,
-        Command::Jobs(JobCommand::Show { id }) => match job_admin::show(&db.pool, &id).await? {
-            Some(job) => {
-                println!("{job:#?}");
-                Ok(())
-            }
-            None => Err(anyhow::anyhow!("no job `{id}`")),
-        },
+        Command::Jobs(command) => jobs(&db, command).await,
         Command::Sources(c) => sources(&db, c).await,
         Command::Webhooks(WebhookCommand::Resume { id }) => {
             use syncline_jobs::webhook_deliver::{Resumed, resume};
@@ -419,5 +479,73 @@ async fn simulate(simulator: SimulateCommand) -> anyhow::Result<()> {
     };
     Shutdown::on_signals().wait().await;
     server.abort();
+    Ok(())
+}
+
+async fn jobs(db: &Database, command: JobCommand) -> anyhow::Result<()> {
+    use syncline::job_ops::{self, Action};
+    let bulk = |filter: FilterArgs, reason: Option<String>, dry_run: bool, action: Action| async move {
+        let filter = filter.into();
+        if dry_run {
+            let n = job_ops::count(&db.pool, &filter, action).await?;
+            println!("{n} jobs would be affected");
+        } else {
+            let ids = job_ops::apply(
+                &db.pool,
+                &filter,
+                action,
+                reason.as_deref().unwrap_or_default(),
+            )
+            .await?;
+            println!("{} jobs affected", ids.len());
+            for id in ids {
+                println!("{id}");
+            }
+        }
+        anyhow::Ok(())
+    };
+    match command {
+        JobCommand::Show { id } => {
+            let job = job_admin::show(&db.pool, &id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no job `{id}`"))?;
+            println!("{job:#?}");
+        }
+        JobCommand::List { filter, limit } => {
+            for j in job_ops::list(&db.pool, &filter.into(), None, limit).await? {
+                let error = j.last_error.unwrap_or_default();
+                println!(
+                    "{}\t{}\t{}\t{}/{}\t{}\t{error}",
+                    j.id, j.queue, j.status, j.attempts, j.max_attempts, j.created_at
+                );
+            }
+        }
+        JobCommand::Replay {
+            filter,
+            reason,
+            dry_run,
+        } => bulk(filter, reason, dry_run, Action::Replay).await?,
+        JobCommand::Cancel {
+            filter,
+            reason,
+            dry_run,
+        } => bulk(filter, reason, dry_run, Action::Cancel).await?,
+        JobCommand::Stats => {
+            for q in job_ops::stats(&db.pool).await? {
+                let counts: Vec<String> =
+                    q.counts.iter().map(|(s, n)| format!("{s}={n}")).collect();
+                let oldest = q
+                    .oldest_pending_secs
+                    .map_or_else(|| "-".into(), |s| format!("{s:.0}s"));
+                println!(
+                    "{}\t{}\toldest due {oldest}\tlast hour {} attempts, {} failed",
+                    q.queue,
+                    counts.join(" "),
+                    q.attempts_last_hour,
+                    q.failed_attempts_last_hour
+                );
+            }
+        }
+    }
     Ok(())
 }

@@ -2,15 +2,144 @@
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{
+    Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 use syncline_jobs::{
     core::{EnqueueOptions, Job, enqueue},
     noop::Noop,
     ping::Ping,
 };
+use uuid::Uuid;
 
 use super::{AppState, Tag, auth::AdminAuth, error::ApiError};
-use crate::job_admin;
+use crate::{
+    job_admin,
+    job_ops::{self, JobFilter},
+};
+
+#[derive(Object, Default)]
+pub struct FilterInput {
+    /// Exactly these job ids.
+    #[oai(default)]
+    pub ids: Vec<String>,
+    pub queue: Option<String>,
+    /// `pending`, `scheduled`, `running`, `retrying`, `failed`, `killed` or `done`.
+    pub status: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    /// Substring of the last error.
+    pub error: Option<String>,
+    /// Jobs about this integration.
+    pub integration: Option<Uuid>,
+}
+
+#[derive(Object)]
+pub struct BulkRequest {
+    pub filter: FilterInput,
+    /// Why (kept with every job touched). Required unless `dry_run`.
+    #[oai(default)]
+    pub reason: String,
+    /// Only count what would be touched.
+    #[oai(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Object)]
+pub struct BulkResult {
+    /// Jobs touched (or that would be, on a dry run).
+    pub count: i64,
+    pub job_ids: Vec<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Object)]
+pub struct JobRow {
+    pub id: String,
+    pub queue: String,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Object)]
+pub struct JobPage {
+    pub jobs: Vec<JobRow>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next_before: Option<String>,
+}
+
+#[derive(Object)]
+pub struct StatusCount {
+    pub status: String,
+    pub count: i64,
+}
+
+#[derive(Object)]
+pub struct QueueStatsView {
+    pub queue: String,
+    pub counts: Vec<StatusCount>,
+    pub oldest_pending_seconds: Option<f64>,
+    pub attempts_last_hour: i64,
+    /// Share of the last hour's attempts that did not succeed (0 to 1).
+    pub failure_rate_last_hour: f64,
+}
+
+fn filter(input: FilterInput) -> Result<JobFilter, ApiError> {
+    if let Some(status) = &input.status
+        && !job_ops::STATUSES.contains(&status.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "status must be one of {}",
+            job_ops::STATUSES.join(", ")
+        )));
+    }
+    Ok(JobFilter {
+        ids: input.ids,
+        queue: input.queue,
+        status: input.status,
+        since: input.since,
+        until: input.until,
+        error: input.error,
+        integration: input.integration,
+    })
+}
+
+async fn bulk(
+    state: &AppState,
+    body: BulkRequest,
+    act: job_ops::Action,
+) -> Result<Json<BulkResult>, ApiError> {
+    let dry_run = body.dry_run;
+    let reason = body.reason.trim().to_owned();
+    let filter = filter(body.filter)?;
+    if dry_run {
+        let count = job_ops::count(&state.pool, &filter, act).await?;
+        return Ok(Json(BulkResult {
+            count,
+            job_ids: Vec::new(),
+            dry_run,
+        }));
+    }
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(ApiError::bad_request(
+            "a reason of 1 to 500 characters is required",
+        ));
+    }
+    let job_ids = job_ops::apply(&state.pool, &filter, act, &reason).await?;
+    Ok(Json(BulkResult {
+        count: job_ids.len() as i64,
+        job_ids,
+        dry_run,
+    }))
+}
 
 #[derive(Object)]
 pub struct PingRequest {
@@ -123,6 +252,111 @@ impl AdminJobsApi {
                 ApiError::bad_request("url must be an http(s) URL without credentials")
             })?;
         enqueue_now(&state, &Ping { url: url.into() }).await
+    }
+
+    /// Jobs by filter, newest first.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/", method = "get")]
+    async fn list(
+        &self,
+        _auth: AdminAuth,
+        state: Data<&AppState>,
+        queue: Query<Option<String>>,
+        status: Query<Option<String>>,
+        since: Query<Option<DateTime<Utc>>>,
+        until: Query<Option<DateTime<Utc>>>,
+        error: Query<Option<String>>,
+        integration: Query<Option<Uuid>>,
+        before: Query<Option<String>>,
+        limit: Query<Option<i64>>,
+    ) -> Result<Json<JobPage>, ApiError> {
+        let limit = limit.0.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::bad_request("limit must be 1 to 500"));
+        }
+        let filter = filter(FilterInput {
+            queue: queue.0,
+            status: status.0,
+            since: since.0,
+            until: until.0,
+            error: error.0,
+            integration: integration.0,
+            ..FilterInput::default()
+        })?;
+        let jobs = job_ops::list(&state.pool, &filter, before.0.as_deref(), limit).await?;
+        let next_before = (jobs.len() as i64 == limit)
+            .then(|| jobs.last().map(|j| j.id.clone()))
+            .flatten();
+        Ok(Json(JobPage {
+            jobs: jobs
+                .into_iter()
+                .map(|j| JobRow {
+                    id: j.id,
+                    queue: j.queue,
+                    status: j.status,
+                    attempts: j.attempts,
+                    max_attempts: j.max_attempts,
+                    created_at: j.created_at,
+                    run_at: j.run_at,
+                    last_error: j.last_error,
+                })
+                .collect(),
+            next_before,
+        }))
+    }
+
+    /// Per queue: jobs by status, oldest due job's age, failure rate over the last hour.
+    #[oai(path = "/stats", method = "get")]
+    async fn stats(
+        &self,
+        _auth: AdminAuth,
+        state: Data<&AppState>,
+    ) -> Result<Json<Vec<QueueStatsView>>, ApiError> {
+        let stats = job_ops::stats(&state.pool).await?;
+        Ok(Json(
+            stats
+                .into_iter()
+                .map(|q| QueueStatsView {
+                    failure_rate_last_hour: if q.attempts_last_hour == 0 {
+                        0.0
+                    } else {
+                        q.failed_attempts_last_hour as f64 / q.attempts_last_hour as f64
+                    },
+                    queue: q.queue,
+                    counts: q
+                        .counts
+                        .into_iter()
+                        .map(|(status, count)| StatusCount { status, count })
+                        .collect(),
+                    oldest_pending_seconds: q.oldest_pending_secs,
+                    attempts_last_hour: q.attempts_last_hour,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Replay failed and killed jobs matching the filter: fresh attempt budget, due now,
+    /// history kept, reason stored. Jobs in other states are left alone (idempotent).
+    #[oai(path = "/replay", method = "post")]
+    async fn replay(
+        &self,
+        _auth: AdminAuth,
+        state: Data<&AppState>,
+        body: Json<BulkRequest>,
+    ) -> Result<Json<BulkResult>, ApiError> {
+        bulk(&state, body.0, job_ops::Action::Replay).await
+    }
+
+    /// Cancel waiting jobs (pending, scheduled, retrying) matching the filter; running
+    /// jobs finish.
+    #[oai(path = "/cancel", method = "post")]
+    async fn cancel(
+        &self,
+        _auth: AdminAuth,
+        state: Data<&AppState>,
+        body: Json<BulkRequest>,
+    ) -> Result<Json<BulkResult>, ApiError> {
+        bulk(&state, body.0, job_ops::Action::Cancel).await
     }
 
     /// One job with its payload and every attempt.
