@@ -13,6 +13,7 @@ mod error;
 mod favourites;
 mod health;
 mod limits;
+mod metrics;
 mod strict;
 mod webhooks;
 mod whoami;
@@ -112,8 +113,10 @@ pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint {
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at("/metrics", poem::get(metrics::render))
         .around(move |next, req| limits::limit_body(next, req, max_body_bytes))
         .around(error::render_any_error)
+        .around(metrics::count_requests)
         .data(state)
         .with(poem::middleware::Tracing)
 }

@@ -5,6 +5,7 @@ pub mod attempts;
 pub mod enqueue;
 pub mod error;
 pub mod job;
+pub mod metrics;
 pub mod outbound;
 pub mod pacing;
 pub mod policy;

@@ -27,8 +27,9 @@ pub struct PeerResponse {
 impl PeerResponse {
     /// Applies the classifier: `Ok` only for a 2xx.
     pub fn classified(self) -> Result<Self, JobError> {
-        classify(self.status, &self.headers, &self.body)?;
-        Ok(self)
+        let result = classify(self.status, &self.headers, &self.body).map(|()| self);
+        count_call(&result);
+        result
     }
 }
 
@@ -43,6 +44,21 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .expect("a client with static settings always builds")
 }
 
+tokio::task_local! {
+    /// The queue of the job making calls (set by the runner), for the call metrics.
+    pub static CALLING_QUEUE: &'static str;
+}
+
+fn count_call<T>(result: &Result<T, JobError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) if e.is_permanent() => "permanent",
+        Err(_) => "retryable",
+    };
+    let queue = CALLING_QUEUE.try_with(|q| *q).unwrap_or("none");
+    super::metrics::outbound(queue, outcome);
+}
+
 /// Sends the request and classifies the outcome.
 pub async fn send(request: RequestBuilder) -> Result<PeerResponse, JobError> {
     fetch(request).await?.classified()
@@ -51,6 +67,14 @@ pub async fn send(request: RequestBuilder) -> Result<PeerResponse, JobError> {
 /// Sends the request; only transport failures are errors (retryable), so the caller can
 /// look at a status before classifying it.
 pub async fn fetch(request: RequestBuilder) -> Result<PeerResponse, JobError> {
+    let result = read(request).await;
+    if result.is_err() {
+        count_call(&result);
+    }
+    result
+}
+
+async fn read(request: RequestBuilder) -> Result<PeerResponse, JobError> {
     let response = request.send().await.map_err(transport_error)?;
     let status = response.status();
     let headers = response.headers().clone();

@@ -40,6 +40,7 @@ pub async fn acquire(
 ) -> Result<Duration, sqlx::Error> {
     let wait = reserve(pool, key, interval).await?;
     tokio::time::sleep(wait).await;
+    super::metrics::pacing_wait(wait);
     Ok(wait)
 }
 

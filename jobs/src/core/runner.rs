@@ -205,9 +205,14 @@ async fn handle<J: Job>(
     if J::DEDUPE_ONLY_WHILE_WAITING {
         release_dedupe_key(&shared.pool, &job_id).await;
     }
-    let result = async { Envelope::<J>::decode(args)?.run(ctx).await }
+    let timer = std::time::Instant::now();
+    let result = super::outbound::CALLING_QUEUE
+        .scope(J::QUEUE, async {
+            Envelope::<J>::decode(args)?.run(ctx).await
+        })
         .instrument(span.clone())
         .await;
+    let took = timer.elapsed();
 
     let (outcome, next_run_at, returned) = match result {
         Ok(()) => (Outcome::Done, None, Ok(())),
@@ -240,6 +245,7 @@ async fn handle<J: Job>(
         None => tracing::debug!("job done"),
         Some(e) => tracing::warn!(outcome = outcome.as_str(), error = %e, "job attempt failed"),
     });
+    super::metrics::attempt(J::QUEUE, outcome.as_str(), took);
     shared.attempts.record(AttemptRecord {
         job_id,
         queue: J::QUEUE,
