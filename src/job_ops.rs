@@ -10,8 +10,10 @@ use uuid::Uuid;
 use crate::{last_error_sql, status_sql};
 
 /// Which jobs an operation applies to; every set field must match.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, poem_openapi::Object)]
 pub struct JobFilter {
+    /// Exactly these job ids.
+    #[oai(default)]
     pub ids: Vec<String>,
     pub queue: Option<String>,
     /// One of `pending`, `scheduled`, `running`, `retrying`, `failed`, `killed`, `done`.
@@ -36,7 +38,7 @@ pub const STATUSES: [&str; 7] = [
     "done",
 ];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, poem_openapi::Object)]
 pub struct JobSummary {
     pub id: String,
     pub queue: String,
@@ -95,6 +97,12 @@ fn select(columns: &str, filter: &JobFilter) -> QueryBuilder<Postgres> {
     q
 }
 
+/// Narrows a query from [`select`] to the states `action` applies to.
+fn in_states(q: &mut QueryBuilder<Postgres>, action: Action) {
+    let states: Vec<String> = action.states().iter().map(|s| s.to_string()).collect();
+    q.push(" AND state = ANY(").push_bind(states).push(")");
+}
+
 /// Jobs matching `filter`, newest first, created before job `before` (for paging).
 pub async fn list(
     pool: &PgPool,
@@ -131,15 +139,7 @@ pub async fn list(
 /// How many jobs `action` on `filter` would touch (its dry run).
 pub async fn count(pool: &PgPool, filter: &JobFilter, action: Action) -> Result<i64, sqlx::Error> {
     let mut q = select("count(*)", filter);
-    q.push(" AND state = ANY(")
-        .push_bind(
-            action
-                .states()
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .push(")");
+    in_states(&mut q, action);
     q.build_query_scalar().fetch_one(pool).await
 }
 
@@ -196,15 +196,7 @@ async fn act(
     reason: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut q = select("id, job_type", filter);
-    q.push(" AND state = ANY(")
-        .push_bind(
-            action
-                .states()
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .push(")");
+    in_states(&mut q, action);
     q.push(" ORDER BY id");
     let targets: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
     let ids: Vec<String> = targets.iter().map(|(id, _)| id.clone()).collect();

@@ -20,27 +20,9 @@ use crate::{
     job_ops::{self, JobFilter},
 };
 
-#[derive(Object, Default)]
-pub struct FilterInput {
-    /// Exactly these job ids.
-    #[oai(default)]
-    pub ids: Vec<String>,
-    pub queue: Option<String>,
-    /// `pending`, `scheduled`, `running`, `retrying`, `failed`, `killed` or `done`.
-    pub status: Option<String>,
-    /// Created at or after.
-    pub since: Option<DateTime<Utc>>,
-    /// Created before.
-    pub until: Option<DateTime<Utc>>,
-    /// Substring of the last error.
-    pub error: Option<String>,
-    /// Jobs about this integration.
-    pub integration: Option<Uuid>,
-}
-
 #[derive(Object)]
 pub struct BulkRequest {
-    pub filter: FilterInput,
+    pub filter: JobFilter,
     /// Why (kept with every job touched). Required unless `dry_run`.
     #[oai(default)]
     pub reason: String,
@@ -58,20 +40,8 @@ pub struct BulkResult {
 }
 
 #[derive(Object)]
-pub struct JobRow {
-    pub id: String,
-    pub queue: String,
-    pub status: String,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    pub created_at: DateTime<Utc>,
-    pub run_at: DateTime<Utc>,
-    pub last_error: Option<String>,
-}
-
-#[derive(Object)]
 pub struct JobPage {
-    pub jobs: Vec<JobRow>,
+    pub jobs: Vec<job_ops::JobSummary>,
     /// Pass as `before` for the next (older) page; absent on the last page.
     pub next_before: Option<String>,
 }
@@ -92,24 +62,16 @@ pub struct QueueStatsView {
     pub failure_rate_last_hour: f64,
 }
 
-fn filter(input: FilterInput) -> Result<JobFilter, ApiError> {
-    if let Some(status) = &input.status
-        && !job_ops::STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "status must be one of {}",
-            job_ops::STATUSES.join(", ")
-        )));
+fn checked(filter: JobFilter) -> Result<JobFilter, ApiError> {
+    match &filter.status {
+        Some(status) if !job_ops::STATUSES.contains(&status.as_str()) => {
+            Err(ApiError::bad_request(format!(
+                "status must be one of {}",
+                job_ops::STATUSES.join(", ")
+            )))
+        }
+        _ => Ok(filter),
     }
-    Ok(JobFilter {
-        ids: input.ids,
-        queue: input.queue,
-        status: input.status,
-        since: input.since,
-        until: input.until,
-        error: input.error,
-        integration: input.integration,
-    })
 }
 
 async fn bulk(
@@ -119,7 +81,7 @@ async fn bulk(
 ) -> Result<Json<BulkResult>, ApiError> {
     let dry_run = body.dry_run;
     let reason = body.reason.trim().to_owned();
-    let filter = filter(body.filter)?;
+    let filter = checked(body.filter)?;
     if dry_run {
         let count = job_ops::count(&state.pool, &filter, act).await?;
         return Ok(Json(BulkResult {
@@ -274,35 +236,20 @@ impl AdminJobsApi {
         if !(1..=500).contains(&limit) {
             return Err(ApiError::bad_request("limit must be 1 to 500"));
         }
-        let filter = filter(FilterInput {
+        let filter = checked(JobFilter {
             queue: queue.0,
             status: status.0,
             since: since.0,
             until: until.0,
             error: error.0,
             integration: integration.0,
-            ..FilterInput::default()
+            ..JobFilter::default()
         })?;
         let jobs = job_ops::list(&state.pool, &filter, before.0.as_deref(), limit).await?;
         let next_before = (jobs.len() as i64 == limit)
             .then(|| jobs.last().map(|j| j.id.clone()))
             .flatten();
-        Ok(Json(JobPage {
-            jobs: jobs
-                .into_iter()
-                .map(|j| JobRow {
-                    id: j.id,
-                    queue: j.queue,
-                    status: j.status,
-                    attempts: j.attempts,
-                    max_attempts: j.max_attempts,
-                    created_at: j.created_at,
-                    run_at: j.run_at,
-                    last_error: j.last_error,
-                })
-                .collect(),
-            next_before,
-        }))
+        Ok(Json(JobPage { jobs, next_before }))
     }
 
     /// Per queue: jobs by status, oldest due job's age, failure rate over the last hour.
