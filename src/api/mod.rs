@@ -8,6 +8,7 @@ mod admin_sources;
 mod allio;
 mod auth;
 mod changes_feed;
+mod dashboard;
 mod ergonode;
 mod error;
 mod favourites;
@@ -114,6 +115,8 @@ pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/metrics", poem::get(metrics::render))
+        .at("/admin/", poem::get(dashboard::page))
+        .at("/admin/ui/replay", poem::post(dashboard::replay))
         .around(move |next, req| limits::limit_body(next, req, max_body_bytes))
         .around(error::render_any_error)
         .around(metrics::count_requests)
