@@ -167,27 +167,24 @@ enum JobCommand {
         limit: i64,
     },
     /// Replay failed and killed jobs by id or filter (fresh attempt budget, history kept).
-    Replay {
-        #[command(flatten)]
-        filter: FilterArgs,
-        /// Why; stored with every replayed job.
-        #[arg(long, required_unless_present = "dry_run")]
-        reason: Option<String>,
-        /// Only count what would be replayed.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Replay(BulkArgs),
     /// Cancel waiting jobs (pending, scheduled, retrying) by id or filter.
-    Cancel {
-        #[command(flatten)]
-        filter: FilterArgs,
-        #[arg(long, required_unless_present = "dry_run")]
-        reason: Option<String>,
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Cancel(BulkArgs),
     /// Per queue: jobs by status, oldest due job, failures in the last hour.
     Stats,
+}
+
+/// Which jobs a replay or cancel touches, and why.
+#[derive(clap::Args)]
+struct BulkArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Why; stored with every job touched.
+    #[arg(long, required_unless_present = "dry_run")]
+    reason: Option<String>,
+    /// Only count what would be touched.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(clap::Args)]
@@ -484,7 +481,12 @@ async fn simulate(simulator: SimulateCommand) -> anyhow::Result<()> {
 
 async fn jobs(db: &Database, command: JobCommand) -> anyhow::Result<()> {
     use syncline::job_ops::{self, Action};
-    let bulk = |filter: FilterArgs, reason: Option<String>, dry_run: bool, action: Action| async move {
+    let bulk = |args: BulkArgs, action: Action| async move {
+        let BulkArgs {
+            filter,
+            reason,
+            dry_run,
+        } = args;
         let filter = filter.into();
         if dry_run {
             let n = job_ops::count(&db.pool, &filter, action).await?;
@@ -520,16 +522,8 @@ async fn jobs(db: &Database, command: JobCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        JobCommand::Replay {
-            filter,
-            reason,
-            dry_run,
-        } => bulk(filter, reason, dry_run, Action::Replay).await?,
-        JobCommand::Cancel {
-            filter,
-            reason,
-            dry_run,
-        } => bulk(filter, reason, dry_run, Action::Cancel).await?,
+        JobCommand::Replay(args) => bulk(args, Action::Replay).await?,
+        JobCommand::Cancel(args) => bulk(args, Action::Cancel).await?,
         JobCommand::Stats => {
             for q in job_ops::stats(&db.pool).await? {
                 let counts: Vec<String> =

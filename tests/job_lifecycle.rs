@@ -6,24 +6,18 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{TestApp, TestDb, Workers, outcomes, spawn_app, spawn_app_with, test_worker_settings};
+use common::{
+    TestDb, Workers, enqueue_ping, outcomes, peer, spawn_app, spawn_app_with, test_worker_settings,
+};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use syncline_jobs::{
     core::{EnqueueOptions, enqueue},
     noop::Noop,
 };
-use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+use wiremock::ResponseTemplate;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn enqueue_ping(app: &TestApp, url: &str) -> String {
-    let (status, body) = app
-        .admin_json(Method::POST, "/admin/jobs/ping", json!({ "url": url }))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["job_id"].as_str().unwrap().to_owned()
-}
 
 fn time(v: &Value) -> DateTime<Utc> {
     v.as_str().expect("timestamp").parse().expect("RFC 3339")
@@ -32,15 +26,6 @@ fn time(v: &Value) -> DateTime<Utc> {
 /// The attempt history reads `history` and apalis has acknowledged the last attempt.
 fn settled(job: &Value, history: &[&str], status: &str) -> bool {
     outcomes(job) == history && job["status"] == status
-}
-
-async fn peer(status: u16) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(status))
-        .mount(&server)
-        .await;
-    server
 }
 
 #[tokio::test]

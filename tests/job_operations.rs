@@ -5,29 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Workers, outcomes, spawn_app, spawn_app_with, test_worker_settings};
+use common::{
+    Workers, enqueue_ping, outcomes, peer, spawn_app, spawn_app_with, test_worker_settings,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
-use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+use wiremock::{Mock, ResponseTemplate, matchers::any};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn peer(status: u16) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(status))
-        .mount(&server)
-        .await;
-    server
-}
-
-async fn ping(app: &common::TestApp, url: &str) -> String {
-    let (status, body) = app
-        .admin_json(Method::POST, "/admin/jobs/ping", json!({ "url": url }))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["job_id"].as_str().unwrap().to_owned()
-}
 
 fn ids(page: &Value) -> Vec<String> {
     page["jobs"]
@@ -44,7 +29,7 @@ async fn killed_jobs_are_listed_with_their_error_and_bulk_replay_fixes_them() {
     let server = peer(400).await;
     let mut failed = Vec::new();
     for _ in 0..3 {
-        failed.push(ping(&app, &server.uri()).await);
+        failed.push(enqueue_ping(&app, &server.uri()).await);
     }
     let (_, ok) = app
         .admin_json(Method::POST, "/admin/jobs/noop", Value::Null)
@@ -141,7 +126,7 @@ async fn replaying_a_pending_job_does_nothing() {
 async fn cancel_stops_a_scheduled_retry() {
     let app = spawn_app_with(false).await;
     let server = peer(503).await;
-    let id = ping(&app, &server.uri()).await;
+    let id = enqueue_ping(&app, &server.uri()).await;
     let workers = Workers::start(&app.db.pool, test_worker_settings("ops"));
     app.wait_for_job(&id, WAIT, |j| j["status"] == "retrying")
         .await;

@@ -4,10 +4,7 @@ use poem::{Request, http::StatusCode};
 use poem_openapi::{SecurityScheme, auth::Bearer};
 
 use super::AppState;
-use crate::{
-    secrets,
-    tenancy::{self, IntegrationKind},
-};
+use crate::tenancy::{self, IntegrationKind};
 
 /// Operator access: `Authorization: Bearer <SYNCLINE_ADMIN_TOKEN>`.
 #[derive(SecurityScheme)]
@@ -16,7 +13,7 @@ pub struct AdminAuth(());
 
 async fn check_admin(req: &Request, bearer: Bearer) -> Option<()> {
     let state = req.data::<AppState>()?;
-    secrets::hashes_match(&secrets::hash(&bearer.token), &state.admin_token_hash).then_some(())
+    state.is_admin_token(&bearer.token).then_some(())
 }
 
 /// Partner access: `Authorization: Bearer <token issued for an integration or user>`.

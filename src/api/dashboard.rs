@@ -36,8 +36,7 @@ fn presented_token(req: &Request) -> Option<String> {
 }
 
 fn signed_in(req: &Request, state: &AppState) -> bool {
-    presented_token(req)
-        .is_some_and(|t| secrets::hashes_match(&secrets::hash(&t), &state.admin_token_hash))
+    presented_token(req).is_some_and(|t| state.is_admin_token(&t))
 }
 
 fn form_token(state: &AppState) -> String {

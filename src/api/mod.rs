@@ -66,6 +66,11 @@ impl AppState {
         }
     }
 
+    /// Whether `token` is the admin token (constant-time).
+    fn is_admin_token(&self, token: &str) -> bool {
+        secrets::hashes_match(&secrets::hash(token), &self.admin_token_hash)
+    }
+
     async fn cursor_key(&self) -> Result<&CursorKey, sqlx::Error> {
         self.cursor_key
             .get_or_try_init(|| async {

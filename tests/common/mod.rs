@@ -322,3 +322,27 @@ pub async fn peer_first_then_ok(first: wiremock::ResponseTemplate) -> wiremock::
         .await;
     server
 }
+
+/// A peer on 127.0.0.1 answering every request with `status`.
+pub async fn peer(status: u16) -> wiremock::MockServer {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(status))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Enqueues a `demo.ping` of `url` through the admin API; returns the job id.
+pub async fn enqueue_ping(app: &TestApp, url: &str) -> String {
+    let (status, body) = app
+        .admin_json(
+            reqwest::Method::POST,
+            "/admin/jobs/ping",
+            serde_json::json!({ "url": url }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["job_id"].as_str().unwrap().to_owned()
+}
