@@ -13,12 +13,18 @@ use std::time::{Duration, Instant};
 mod support;
 
 use anyhow::Context;
+use apalis::{
+    layers::WorkerBuilderExt,
+    prelude::{BoxDynError, WorkerBuilder},
+};
+use apalis_core::backend::ext::poll_strategy::{PollWith, Strategy};
+use apalis_postgres::PostgresStorage;
 use sqlx::PgPool;
 use support::{Report, Row, Server, execute, run_in_fresh_database, show_engine_warnings};
 use syncline::{db, hub::Shutdown};
 use syncline_jobs::{
     WorkerSet, WorkerSettings,
-    core::{EnqueueOptions, enqueue},
+    core::{EnqueueOptions, Job, enqueue},
     noop::Noop,
 };
 use tokio::{sync::watch, task::JoinHandle, time::MissedTickBehavior};
@@ -37,6 +43,9 @@ const JOBS_PER_TX: usize = 1_000;
 const DRAIN_JOBS: usize = 20_000;
 /// (concurrency, batch size) of each drain run.
 const DRAIN_SETTINGS: [(usize, usize); 2] = [(32, 32), (128, 100)];
+
+/// The baseline worker's poll interval (no LISTEN; in a drain it rarely waits).
+const STOCK_POLL: Duration = Duration::from_millis(50);
 
 const PROBES: usize = 200;
 const PROBE_GAP: Duration = Duration::from_millis(20);
@@ -87,6 +96,9 @@ async fn run_scenarios(server: &Server, url: &str) -> anyhow::Result<Report> {
     report.rows.push(enqueue_one_per_tx(&clients).await?);
     report.rows.push(enqueue_batched(&clients).await?);
     for (concurrency, batch_size) in DRAIN_SETTINGS {
+        report
+            .rows
+            .push(drain_stock_apalis(&clients, &workers, concurrency, batch_size).await?);
         report
             .rows
             .push(drain(&clients, &workers, concurrency, batch_size).await?);
@@ -177,11 +189,7 @@ async fn drain(
     concurrency: usize,
     batch_size: usize,
 ) -> anyhow::Result<Row> {
-    let deadline = Deadline::start(format!(
-        "drain no-op (concurrency {concurrency}, batch {batch_size})"
-    ));
-    empty_queues(clients).await?;
-    fill_queue(clients, DRAIN_JOBS, &deadline).await?;
+    let deadline = full_queue(clients, "drain no-op", concurrency, batch_size).await?;
     let mut settings = bench_worker_settings();
     settings.concurrency = concurrency;
     settings.batch_size = batch_size;
@@ -191,6 +199,60 @@ async fn drain(
     let elapsed = started.elapsed();
     running.stop().await?;
     Ok(Row::throughput(deadline.scenario, DRAIN_JOBS, elapsed))
+}
+
+/// The baseline for [`drain`]: the same queue emptied by a bare apalis-postgres worker
+/// (its stock `PostgresStorage` and polling, a handler that does nothing, no retry layer
+/// or attempt history).
+async fn drain_stock_apalis(
+    clients: &PgPool,
+    workers: &PgPool,
+    concurrency: usize,
+    batch_size: usize,
+) -> anyhow::Result<Row> {
+    let deadline = full_queue(
+        clients,
+        "baseline: bare apalis-postgres drain",
+        concurrency,
+        batch_size,
+    )
+    .await?;
+    let config = apalis_postgres::Config::default()
+        .queue(Noop::QUEUE)
+        .batch_size(batch_size);
+    let storage = PostgresStorage::<serde_json::Value>::new(workers).with_config(config);
+    let storage = PollWith::new(storage, Strategy::new().interval(STOCK_POLL));
+    let worker = WorkerBuilder::new(format!("baseline-{}", Uuid::new_v4().simple()))
+        .backend(storage)
+        .concurrency(concurrency)
+        .build(|_: serde_json::Value| async { Ok::<(), BoxDynError>(()) });
+    let started = Instant::now();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(worker.run_until(async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+        Ok::<(), std::io::Error>(())
+    }));
+    wait_for_count(clients, DONE_NOOPS, None, DRAIN_JOBS, &deadline).await?;
+    let elapsed = started.elapsed();
+    let _ = stop.send(true);
+    running.await.context("baseline worker panicked")??;
+    Ok(Row::throughput(deadline.scenario, DRAIN_JOBS, elapsed))
+}
+
+/// Starts a drain scenario: an empty queue filled with `DRAIN_JOBS` no-op jobs.
+async fn full_queue(
+    clients: &PgPool,
+    name: &str,
+    concurrency: usize,
+    batch_size: usize,
+) -> anyhow::Result<Deadline> {
+    let deadline = Deadline::start(format!(
+        "{name} (concurrency {concurrency}, batch {batch_size})"
+    ));
+    empty_queues(clients).await?;
+    fill_queue(clients, DRAIN_JOBS, &deadline).await?;
+    Ok(deadline)
 }
 
 async fn latency_idle(clients: &PgPool, workers: &PgPool) -> anyhow::Result<Row> {

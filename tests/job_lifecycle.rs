@@ -199,3 +199,39 @@ async fn enqueue_commits_or_rolls_back_with_the_callers_transaction() {
     assert_eq!(second, None, "same key, same queue: de-duplicated");
     assert_eq!(count().await, 1);
 }
+
+#[tokio::test]
+async fn a_worker_restarting_under_its_name_takes_back_the_jobs_it_held() {
+    let app = spawn_app_with(false).await;
+    let server = common::peer(200).await;
+    let id = enqueue_ping(&app, &server.uri()).await;
+    let settings = test_worker_settings("restarted");
+    // What a worker that lost its database mid-job leaves behind: its registration and
+    // the row still locked under its name, which apalis reuses when it restarts it.
+    let worker = format!("{}:demo.ping", settings.process_name);
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ($1, 'demo.ping', 'syncline', '', now())",
+    )
+    .bind(&worker)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Running', lock_by = $2, lock_at = now() WHERE id = $1",
+    )
+    .bind(&id)
+    .bind(format!("{}:demo.ping", settings.process_name))
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+
+    let workers = Workers::start(&app.db.pool, settings);
+    let job = app
+        .wait_for_job(&id, WAIT, |j| settled(j, &["done"], "done"))
+        .await;
+    assert_eq!(job["status"], "done");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    workers.stop().await;
+    app.stop().await;
+}

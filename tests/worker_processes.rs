@@ -1,10 +1,13 @@
 //! `syncline work` as real processes: a killed worker's jobs are taken over by a
-//! survivor; SIGTERM drains in-flight jobs and takes nothing new.
+//! survivor; SIGTERM drains in-flight jobs and takes nothing new; a worker serves its own
+//! metrics on `SYNCLINE_METRICS_ADDR`; job log lines name the tenant they work for.
 
 mod common;
 
 use std::{
+    io::{BufRead, BufReader, Read},
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -13,40 +16,76 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
-use syncline::job_admin;
+use serde_json::Value;
+use syncline::{
+    job_admin,
+    tenancy::{self, IntegrationKind, Name},
+};
 use syncline_jobs::{
+    allio_fetch::Fetch,
     core::{EnqueueOptions, Job, enqueue},
     noop::Noop,
     ping::Ping,
 };
 use wiremock::{MockServer, ResponseTemplate};
 
-/// A `syncline work` process, killed if the test ends before it does.
-struct WorkProcess(Child);
+/// A `syncline work` process, killed if the test ends before it does. Its output (stdout
+/// and stderr) is collected line by line.
+struct WorkProcess {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
 
 impl WorkProcess {
     fn start(db: &TestDb) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_syncline"))
+        Self::start_with(db, &[])
+    }
+
+    /// Starts a worker with `env` on top of the tests' settings.
+    fn start_with(db: &TestDb, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_syncline"))
             .arg("work")
             .env("DATABASE_URL", &db.url)
             .env("SYNCLINE_WORKER_HEARTBEAT_SECS", "1")
             .env("SYNCLINE_WORKER_POLL_MS", "100")
             .env("SYNCLINE_SHUTDOWN_GRACE_SECS", "10")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("syncline binary starts");
-        Self(child)
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        collect_lines(child.stdout.take().expect("stdout piped"), &lines);
+        collect_lines(child.stderr.take().expect("stderr piped"), &lines);
+        Self { child, lines }
+    }
+
+    /// The first output line for which `pick` returns something, waiting up to `limit`.
+    fn wait_for_line<T>(&self, limit: Duration, pick: impl Fn(&str) -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(found) = self.lines.lock().unwrap().iter().find_map(|l| pick(l)) {
+                return found;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no such output line in {limit:?}; output:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.0.id() as i32), signal).expect("signal delivered");
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal delivered");
     }
 
     fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             assert!(
@@ -58,10 +97,19 @@ impl WorkProcess {
     }
 }
 
+fn collect_lines(stream: impl Read + Send + 'static, into: &Arc<Mutex<Vec<String>>>) {
+    let into = into.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            into.lock().unwrap().push(line);
+        }
+    });
+}
+
 impl Drop for WorkProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -161,4 +209,101 @@ async fn sigterm_finishes_in_flight_jobs_and_takes_no_new_ones() {
         "pending",
         "nothing new taken after SIGTERM"
     );
+}
+
+#[tokio::test]
+async fn a_worker_serves_its_own_metrics_on_the_metrics_address() {
+    let db = TestDb::new().await;
+    let peer = common::peer(400).await;
+    let worker = WorkProcess::start_with(&db, &[("SYNCLINE_METRICS_ADDR", "127.0.0.1:0")]);
+    let url = worker.wait_for_line(Duration::from_secs(20), |line| {
+        line.split_once("metrics: ")
+            .map(|(_, url)| url.trim().to_owned())
+    });
+    let noop = enqueue_now(&db, &Noop::default()).await;
+    let ping = enqueue_now(&db, &Ping { url: peer.uri() }).await;
+    wait_until(Duration::from_secs(20), || async {
+        status_of(&db, &noop).await == "done" && status_of(&db, &ping).await == "killed"
+    })
+    .await;
+
+    let http = reqwest::Client::new();
+    let scraped = http.get(&url).send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    let metrics = scraped.text().await.unwrap();
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+    };
+    // This process's own counters, which no API process has.
+    assert_eq!(
+        value(r#"syncline_job_attempts_total{queue="demo.noop",outcome="done"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(r#"syncline_outbound_calls_total{queue="demo.ping",outcome="permanent"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(r#"syncline_jobs{queue="demo.ping",status="killed"}"#),
+        Some(1.0)
+    );
+
+    let other = http
+        .get(url.replace("/metrics", "/admin/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "nothing but /metrics is served there");
+    let body: Value = other.json().await.unwrap();
+    assert!(body["code"].is_string(), "{body}");
+}
+
+#[test]
+fn a_bad_metrics_address_stops_the_worker_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .arg("work")
+        .env("SYNCLINE_METRICS_ADDR", "9100")
+        .stdin(Stdio::null())
+        .output()
+        .expect("syncline binary starts");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SYNCLINE_METRICS_ADDR"), "{stderr}");
+}
+
+#[tokio::test]
+async fn job_log_lines_name_the_tenant_and_integration() {
+    let db = TestDb::new().await;
+    let tenant = tenancy::create_tenant(&db.pool, &Name::parse("acme", "name").unwrap())
+        .await
+        .unwrap();
+    let name = Name::parse("acme allio", "name").unwrap();
+    let (integration, _) =
+        tenancy::create_integration(&db.pool, tenant.id, IntegrationKind::Allio, &name)
+            .await
+            .unwrap();
+    // Job spans are at `info`: a filter above it would leave the lines without them.
+    let worker = WorkProcess::start_with(
+        &db,
+        &[("SYNCLINE_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+    );
+    // No ALLIO settings: the job fails permanently, and says so in a warning.
+    let id = enqueue_now(
+        &db,
+        &Fetch {
+            integration_id: integration.id,
+        },
+    )
+    .await;
+
+    let span = worker.wait_for_line(Duration::from_secs(20), |line| {
+        let entry: Value = serde_json::from_str(line).ok()?;
+        (entry["span"]["job_id"] == id.as_str()).then(|| entry["span"].clone())
+    });
+    assert_eq!(span["queue"], "allio.fetch");
+    assert_eq!(span["tenant"], tenant.id.to_string(), "{span}");
+    assert_eq!(span["integration"], integration.id.to_string());
 }

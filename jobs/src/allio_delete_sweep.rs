@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     allio_fetch,
-    core::{EnqueueError, EnqueueOptions, Job, JobContext, JobError, enqueue},
+    core::{EnqueueError, EnqueueOptions, Job, JobContext, JobError, enqueue, runner},
 };
 
 /// Tasks one sweep takes per round trip.
@@ -62,6 +62,7 @@ impl Job for DeleteSweep {
 
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         let mut conn = ctx.pool.acquire().await?;
+        runner::record_integration(&mut conn, self.integration_id).await?;
         let settings = allio_fetch::settings_of(&mut conn, self.integration_id).await?;
         if !settings.delete_sync {
             tracing::info!("delete control is off; nothing swept");

@@ -15,7 +15,7 @@ use syncline_domain::allio::{
 use uuid::Uuid;
 
 use crate::core::{
-    EnqueueError, EnqueueOptions, Job, JobContext, JobError, enqueue, outbound, pacing,
+    EnqueueError, EnqueueOptions, Job, JobContext, JobError, enqueue, outbound, pacing, runner,
 };
 
 /// Tasks one run takes; more waiting means the job queues its own continuation.
@@ -59,6 +59,7 @@ impl Job for Fetch {
 
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         let mut conn = ctx.pool.acquire().await?;
+        runner::record_integration(&mut conn, self.integration_id).await?;
         let settings = settings_of(&mut conn, self.integration_id).await?;
         if !settings.active {
             tracing::info!("integration inactive; tasks stay new");

@@ -7,7 +7,7 @@ use syncline_domain::allio::intake;
 
 use crate::{
     allio_fetch,
-    core::{Job, JobContext, JobError},
+    core::{Job, JobContext, JobError, runner},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,6 +23,7 @@ impl Job for Ingest {
         let ingested = intake::ingest(&mut tx, self.webhook_id)
             .await?
             .ok_or_else(|| JobError::permanent(format!("no ALLIO webhook {}", self.webhook_id)))?;
+        runner::record_integration(&mut tx, ingested.integration_id).await?;
         if ingested.needs_fetch {
             allio_fetch::enqueue_fetch(&mut tx, ingested.integration_id).await?;
         }

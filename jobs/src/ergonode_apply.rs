@@ -7,7 +7,7 @@ use serde_json::Value;
 use syncline_domain::catalog::{self, Effect, Kind, Resource};
 use uuid::Uuid;
 
-use crate::core::{Job, JobContext, JobError};
+use crate::core::{Job, JobContext, JobError, runner};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Apply {
@@ -20,7 +20,7 @@ pub struct Apply {
     #[serde(default)]
     pub events: Value,
     pub deleted: bool,
-    /// Arrival order (see `catalog::next_seq`): an older event never undoes a newer one.
+    /// Arrival order (see `catalog::accept_event`): an older event never undoes a newer one.
     pub seq: i64,
 }
 
@@ -45,6 +45,7 @@ impl Job for Apply {
             })
         };
         let mut tx = ctx.pool.begin().await?;
+        runner::record_integration(&mut tx, self.integration_id).await?;
         let changed = catalog::apply(&mut tx, self.integration_id, self.seq, &effect).await?;
         tx.commit().await?;
         tracing::info!(

@@ -12,7 +12,9 @@ use syncline_domain::favourites::{
 };
 use uuid::Uuid;
 
-use crate::core::{EnqueueError, EnqueueOptions, Job, JobContext, JobError, enqueue, outbound};
+use crate::core::{
+    EnqueueError, EnqueueOptions, Job, JobContext, JobError, enqueue, outbound, runner,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reconcile {
@@ -52,6 +54,7 @@ impl Job for Reconcile {
                 JobError::permanent("the source is gone or holds no token for this user")
             })?;
         drop(conn);
+        runner::record_tenant(link.tenant_id);
         let base = link.base_url.trim_end_matches('/');
 
         let listed = outbound::fetch(

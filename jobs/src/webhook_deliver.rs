@@ -18,7 +18,9 @@ use syncline_domain::{
     webhooks::{self, Attempt, Lease, Target},
 };
 
-use crate::core::{EnqueueError, EnqueueOptions, Job, JobContext, JobError, RetryPolicy, enqueue};
+use crate::core::{
+    EnqueueError, EnqueueOptions, Job, JobContext, JobError, RetryPolicy, enqueue, runner,
+};
 
 /// Most changes in one delivery.
 pub const BATCH: i64 = 1000;
@@ -61,7 +63,10 @@ impl Job for Deliver {
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         let mut conn = ctx.pool.acquire().await?;
         let target = match webhooks::lease(&mut conn, self.webhook_id, LEASE_SECS).await? {
-            Lease::Held(target) => target,
+            Lease::Held(target) => {
+                runner::record_tenant(target.tenant);
+                target
+            }
             Lease::Inactive => return Ok(()),
             Lease::Busy => {
                 // Another delivery is in flight: come back when it is likely done.

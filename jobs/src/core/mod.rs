@@ -2,6 +2,7 @@
 //! outbound HTTP classifier, the attempt history and the apalis worker runner.
 
 pub mod attempts;
+pub mod backend;
 pub mod enqueue;
 pub mod error;
 pub mod job;

@@ -12,17 +12,22 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use apalis_core::backend::ext::poll_strategy::{PollWith, Strategy};
-use apalis_postgres::{Config, PostgresStorage};
 use chrono::Utc;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::Instrument;
+use uuid::Uuid;
 
 /// How often the scheduler checks whether a schedule's next period has begun.
 const SCHEDULER_TICK: Duration = Duration::from_secs(1);
 
+/// How long a worker that stopped on an error (its backend lost the database) waits
+/// before it starts again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
 use super::{
     attempts::{AttemptLog, AttemptRecord, Outcome},
+    backend::{JobStore, QueueConfig},
     error::ErrorKind,
     job::{Envelope, Job, JobContext, PartnerSettings},
     schedule::{self, Schedule},
@@ -107,7 +112,19 @@ impl WorkerSet {
             partners: settings.partners.clone(),
             retry_delay_scale: settings.retry_delay_scale,
         });
-        let monitor = Monitor::new().shutdown_timeout(settings.shutdown_grace);
+        // apalis ends a worker whose backend fails (a heartbeat, fetch or acknowledgement
+        // that cannot reach the database); without a restart the queue would stay
+        // unserved for the life of the process. The restarted worker keeps its name, so
+        // registering again takes back the jobs its failed run held (see `JobStore`).
+        let monitor = Monitor::new()
+            .shutdown_timeout(settings.shutdown_grace)
+            .should_restart(|worker, error| {
+                let restart = !worker.is_shutting_down();
+                if restart {
+                    tracing::warn!(worker = worker.name(), %error, "worker stopped on an error; restarting it");
+                }
+                restart
+            });
         Self {
             monitor,
             shared,
@@ -131,19 +148,31 @@ impl WorkerSet {
         let settings = self.settings.clone();
         let wakeups = self.wakeups.clone();
         let name = format!("{}:{}", settings.process_name, J::QUEUE);
-        self.monitor = self.monitor.register(move |_restarts| {
+        self.monitor = self.monitor.register(move |restarts| {
+            let pause = if restarts == 0 {
+                Duration::ZERO
+            } else {
+                RESTART_PAUSE
+            };
             let pool = &shared.pool;
-            let config = Config::default()
-                .queue(J::QUEUE)
-                .batch_size(settings.batch_size)
-                .heartbeat_interval(settings.heartbeat)
-                .missed_heartbeats(settings.missed_heartbeats);
-            let storage = PostgresStorage::<serde_json::Value>::new(pool).with_config(config);
+            let storage = JobStore::<serde_json::Value>::new(
+                pool,
+                QueueConfig {
+                    queue: J::QUEUE,
+                    batch_size: settings.batch_size,
+                    heartbeat: settings.heartbeat,
+                    missed_heartbeats: settings.missed_heartbeats,
+                },
+            );
             let wake = Strategy::new()
                 .stream(wakeups.subscribe(J::QUEUE))
                 .interval(settings.poll_interval);
+            let backend = PollWith::new(storage, wake).before_start(move |_| async move {
+                tokio::time::sleep(pause).await;
+                Ok(())
+            });
             WorkerBuilder::new(name.as_str())
-                .backend(PollWith::new(storage, wake))
+                .backend(backend)
                 .data(shared.clone())
                 .concurrency(settings.concurrency)
                 .build(handle::<J>)
@@ -200,7 +229,14 @@ async fn handle<J: Job>(
         attempt,
         partners: shared.partners.clone(),
     };
-    let span = tracing::info_span!("job", job_id = %job_id, queue = J::QUEUE, attempt);
+    let span = tracing::info_span!(
+        "job",
+        job_id = %job_id,
+        queue = J::QUEUE,
+        attempt,
+        integration = tracing::field::Empty,
+        tenant = tracing::field::Empty,
+    );
     let started_at = Utc::now();
     if J::DEDUPE_ONLY_WHILE_WAITING {
         release_dedupe_key(&shared.pool, &job_id).await;
@@ -258,6 +294,31 @@ async fn handle<J: Job>(
         next_run_at,
     });
     returned
+}
+
+/// Names on the running job's span the tenant it works for, so the job's later log lines
+/// carry it. Job kinds call this (or [`record_integration`]) once they know the tenant.
+pub fn record_tenant(tenant: Uuid) {
+    tracing::Span::current().record("tenant", tracing::field::display(tenant));
+}
+
+/// Names on the running job's span the integration it works for and that integration's
+/// tenant.
+pub async fn record_integration(
+    conn: &mut PgConnection,
+    integration: Uuid,
+) -> Result<(), sqlx::Error> {
+    let span = tracing::Span::current();
+    span.record("integration", tracing::field::display(integration));
+    let tenant: Option<Uuid> =
+        sqlx::query_scalar("SELECT tenant_id FROM integrations WHERE id = $1")
+            .bind(integration)
+            .fetch_optional(conn)
+            .await?;
+    if let Some(tenant) = tenant {
+        record_tenant(tenant);
+    }
+    Ok(())
 }
 
 async fn release_dedupe_key(pool: &PgPool, job_id: &str) {
