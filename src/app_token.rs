@@ -67,10 +67,13 @@ pub fn verify(token: &str, secret: &[u8], now: i64) -> Result<Uuid, TokenError> 
         serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
     match claims.exp {
         None => return Err(TokenError::Claim("exp")),
-        Some(exp) if now > exp + LEEWAY_SECS => return Err(TokenError::Expired),
+        Some(exp) if now > exp.saturating_add(LEEWAY_SECS) => return Err(TokenError::Expired),
         Some(_) => {}
     }
-    if claims.nbf.is_some_and(|nbf| now + LEEWAY_SECS < nbf) {
+    if claims
+        .nbf
+        .is_some_and(|nbf| now.saturating_add(LEEWAY_SECS) < nbf)
+    {
         return Err(TokenError::NotYetValid);
     }
     claims
@@ -157,6 +160,20 @@ mod tests {
         assert_eq!(verify(&early, SECRET, NOW), Err(TokenError::NotYetValid));
         assert_eq!(verify("not.a-jwt", SECRET, NOW), Err(TokenError::Malformed));
         assert_eq!(verify("", SECRET, NOW), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn extreme_exp_and_nbf_claims_do_not_overflow() {
+        let far = |exp: i64, nbf: i64| json!({ "exp": exp, "nbf": nbf, "synchronization_id": "2f7a4c1e-0b3d-4e5f-9a8b-7c6d5e4f3a2b" });
+        assert!(verify(&sign(&far(i64::MAX, i64::MIN), SECRET), SECRET, NOW).is_ok());
+        assert_eq!(
+            verify(&sign(&far(i64::MIN, i64::MIN), SECRET), SECRET, NOW),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify(&sign(&far(i64::MAX, i64::MAX), SECRET), SECRET, NOW),
+            Err(TokenError::NotYetValid)
+        );
     }
 
     #[test]

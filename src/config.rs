@@ -31,6 +31,9 @@ pub struct Config {
     pub allio_sweep_at: Duration,
     pub max_body_bytes: usize,
     pub log_json: bool,
+    /// Where the worker role (`work`, `dev`) serves `GET /metrics`; `None` = not served
+    /// apart from the API's own `/metrics`.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,6 +117,10 @@ impl Config {
                 variable: "SYNCLINE_ALLIO_SWEEP_AT",
                 problem: "expected HH:MM (UTC)".into(),
             })?,
+            metrics_addr: match var("SYNCLINE_METRICS_ADDR") {
+                None => None,
+                Some(_) => Some(parsed(&var, "SYNCLINE_METRICS_ADDR", None)?),
+            },
             log_json: match var("SYNCLINE_LOG_FORMAT").as_deref() {
                 None | Some("text") => false,
                 Some("json") => true,
@@ -189,6 +196,7 @@ mod tests {
         assert_eq!(c.database_url, None);
         assert_eq!(c.worker_concurrency, 32);
         assert_eq!(c.allio_sweep_at, Duration::from_secs(3 * 3600));
+        assert_eq!(c.metrics_addr, None);
     }
 
     #[test]
@@ -205,5 +213,9 @@ mod tests {
         assert_eq!(err.variable, "SYNCLINE_ALLIO_SWEEP_AT");
         let err = config(&[("SYNCLINE_ALLIO_RATE", "0")]).unwrap_err();
         assert_eq!(err.variable, "SYNCLINE_ALLIO_RATE");
+        let err = config(&[("SYNCLINE_METRICS_ADDR", "9100")]).unwrap_err();
+        assert_eq!(err.variable, "SYNCLINE_METRICS_ADDR");
+        let c = config(&[("SYNCLINE_METRICS_ADDR", "0.0.0.0:9100")]).unwrap();
+        assert_eq!(c.metrics_addr, "0.0.0.0:9100".parse().ok());
     }
 }

@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use poem::{
-    Server,
+    Endpoint, Server,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
 use sqlx::PgPool;
@@ -94,7 +94,24 @@ pub async fn serve(
     config: &Config,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let app = api::app(state, config.max_body_bytes);
+    run_server(acceptor, api::app(state, config.max_body_bytes), shutdown).await
+}
+
+/// Serves `GET /metrics` alone on `acceptor` until `shutdown` (the worker role's scrape
+/// address, `SYNCLINE_METRICS_ADDR`).
+pub async fn serve_metrics(
+    acceptor: TcpAcceptor,
+    pool: PgPool,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    run_server(acceptor, api::only_metrics(pool), shutdown).await
+}
+
+async fn run_server(
+    acceptor: TcpAcceptor,
+    app: impl Endpoint + 'static,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app, shutdown.wait(), Some(Duration::from_secs(10)))
         .await?;

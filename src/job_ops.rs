@@ -39,6 +39,7 @@ pub const STATUSES: [&str; 7] = [
 ];
 
 #[derive(Debug, Clone, poem_openapi::Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobSummary {
     pub id: String,
     pub queue: String,

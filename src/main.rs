@@ -265,15 +265,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let db = Database::open(&config, 20).await?;
     let result = match command {
         Command::Serve => serve(&config, &db).await,
-        Command::Work => {
-            hub::work(
-                db.pool.clone(),
-                &config,
-                hub::process_name(),
-                Shutdown::on_signals(),
-            )
-            .await
-        }
+        Command::Work => work(&config, &db, Shutdown::on_signals()).await,
         Command::Migrate => {
             println!("migrations applied");
             Ok(())
@@ -361,10 +353,36 @@ async fn dev(config: Config) -> anyhow::Result<()> {
     println!("  API:  http://{addr}");
     println!("  docs: http://{addr}/docs");
     let api = hub::serve(acceptor, state, &config, shutdown.clone());
-    let workers = hub::work(db.pool.clone(), &config, hub::process_name(), shutdown);
+    let workers = work(&config, &db, shutdown);
     let (api, workers) = tokio::join!(api, workers);
     db.close().await;
     api.and(workers)
+}
+
+/// The worker role, and `GET /metrics` on `SYNCLINE_METRICS_ADDR` when it is set.
+async fn work(config: &Config, db: &Database, shutdown: Shutdown) -> anyhow::Result<()> {
+    let metrics = match config.metrics_addr {
+        Some(addr) => {
+            let (acceptor, addr) = hub::bind(addr)
+                .await
+                .with_context(|| format!("SYNCLINE_METRICS_ADDR: cannot listen on {addr}"))?;
+            println!("  metrics: http://{addr}/metrics");
+            Some(hub::serve_metrics(
+                acceptor,
+                db.pool.clone(),
+                shutdown.clone(),
+            ))
+        }
+        None => None,
+    };
+    let workers = hub::work(db.pool.clone(), config, hub::process_name(), shutdown);
+    match metrics {
+        Some(metrics) => {
+            let (metrics, workers) = tokio::join!(metrics, workers);
+            workers.and(metrics)
+        }
+        None => workers.await,
+    }
 }
 
 async fn tenants(db: &Database, command: TenantCommand) -> anyhow::Result<()> {

@@ -255,7 +255,10 @@ async fn insert_credential(
 }
 
 /// Finds who holds `token`, if it is a live credential.
-pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Principal>, TenancyError> {
+pub async fn authenticate<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    token: &str,
+) -> Result<Option<Principal>, TenancyError> {
     let presented = secrets::hash(token);
     let row = sqlx::query(
         "SELECT c.token_hash, c.user_id, i.id AS integration_id, i.tenant_id, i.kind
@@ -263,7 +266,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Principal
          WHERE c.token_hash = $1 AND c.revoked_at IS NULL",
     )
     .bind(&presented[..])
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     let Some(row) = row else { return Ok(None) };
     let stored: Vec<u8> = row.try_get("token_hash")?;

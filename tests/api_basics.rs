@@ -90,7 +90,51 @@ async fn wrong_content_type_is_a_json_415() {
         error_body(resp).await,
         (415, "unsupported_media_type".into())
     );
+    let resp = app
+        .admin(Method::POST, "/admin/tenants")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_body(resp).await,
+        (415, "unsupported_media_type".into()),
+        "no Content-Type at all"
+    );
+    for status in ["413", "415"] {
+        assert!(
+            document()["paths"]["/admin/tenants"]["post"]["responses"][status].is_object(),
+            "the document lists {status}"
+        );
+    }
     app.stop().await;
+}
+
+fn document() -> Value {
+    serde_json::from_str(&syncline::api::openapi_json()).unwrap()
+}
+
+#[test]
+fn every_path_variable_is_a_declared_path_parameter() {
+    let doc = document();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let variables: Vec<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for (method, operation) in item.as_object().unwrap() {
+            let mut declared: Vec<&str> = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            declared.sort_unstable();
+            let mut expected = variables.clone();
+            expected.sort_unstable();
+            assert_eq!(declared, expected, "{method} {path}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -303,6 +303,12 @@ async fn invalid_payloads_are_4xx_not_retryable() {
             resource_body("order_created", "a", Value::Null),
             404,
         ),
+        // Postgres cannot store U+0000: once accepted, its job failed on every retry.
+        (
+            "product_created",
+            json!({ "resource_id": { "id": "a", "type": "sku" }, "synchronization": { "events": ["\u{0}"] } }),
+            400,
+        ),
     ];
     for (event, body, status) in cases {
         let (got, answer) = e.consume(event, body.clone()).await;

@@ -55,6 +55,11 @@ async fn killed_jobs_are_listed_with_their_error_and_bulk_replay_fixes_them() {
     listed.reverse();
     assert_eq!(listed, failed, "newest first, only the killed pings");
     assert_eq!(page["jobs"][0]["last_error"], "HTTP 400");
+    // Absent, not null: the document does not allow null for these.
+    assert_eq!(page.get("next_before"), None, "a last page: {page}");
+    let done = app.job(ok["job_id"].as_str().unwrap()).await;
+    assert_eq!(done.get("last_error"), None, "{done}");
+    assert_eq!(done["attempt_history"][0].get("error"), None, "{done}");
 
     // The partner is healthy again.
     server.reset().await;

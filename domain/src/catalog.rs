@@ -59,11 +59,20 @@ async fn tenant_of(conn: &mut PgConnection, integration_id: Uuid) -> Result<Uuid
         .await
 }
 
-/// The next event number; take it when accepting an event, in arrival order.
-pub async fn next_seq(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT nextval('ergonode_event_seq')")
-        .fetch_one(conn)
-        .await
+/// Accepts a resource event of a synchronization: opens the synchronization's record if
+/// it is new and takes the event's number, in arrival order, in one statement.
+pub async fn accept_event(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+    synchronization_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "WITH opened AS ({OPEN_SYNCHRONIZATION}) SELECT nextval('ergonode_event_seq')"
+    )))
+    .bind(integration_id)
+    .bind(synchronization_id)
+    .fetch_one(conn)
+    .await
 }
 
 /// What an event does to a resource.
@@ -221,10 +230,16 @@ async fn write(
     Ok(result.rows_affected() == 1)
 }
 
+/// Opens a synchronization's record unless it exists. Resource events only do this
+/// (never update), so the many events of one synchronization do not queue up on its row.
+/// (Its size is counted on read: the catalog items it touched last.)
+const OPEN_SYNCHRONIZATION: &str = "
+    INSERT INTO ergonode_synchronizations (integration_id, synchronization_id, status)
+    VALUES ($1, $2, 'running')
+    ON CONFLICT (integration_id, synchronization_id) DO NOTHING";
+
 /// Opens the synchronization record if it is new; `ended` closes it. Redelivered
-/// events change nothing more. Resource events only insert (never update), so the many
-/// events of one synchronization do not queue up on its row. (Its size is counted on
-/// read: the catalog items it touched last.)
+/// events change nothing more.
 pub async fn record_synchronization(
     conn: &mut PgConnection,
     integration_id: Uuid,
@@ -237,9 +252,7 @@ pub async fn record_synchronization(
          ON CONFLICT (integration_id, synchronization_id) DO UPDATE SET
              status = 'ended', ended_at = COALESCE(ergonode_synchronizations.ended_at, now())"
     } else {
-        "INSERT INTO ergonode_synchronizations (integration_id, synchronization_id, status)
-         VALUES ($1, $2, 'running')
-         ON CONFLICT (integration_id, synchronization_id) DO NOTHING"
+        OPEN_SYNCHRONIZATION
     };
     sqlx::query(query)
         .bind(integration_id)

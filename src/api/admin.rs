@@ -51,6 +51,7 @@ pub struct NewUserToken {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ResumedWebhook {
     /// The queued delivery (none if one was already waiting).
     pub job_id: Option<String>,

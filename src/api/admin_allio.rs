@@ -37,6 +37,7 @@ pub enum SettingsSaved {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SweepQueued {
     pub job_id: Option<String>,
 }

@@ -40,6 +40,7 @@ pub struct BulkResult {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobPage {
     pub jobs: Vec<job_ops::JobSummary>,
     /// Pass as `before` for the next (older) page; absent on the last page.
@@ -53,6 +54,7 @@ pub struct StatusCount {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct QueueStatsView {
     pub queue: String,
     pub counts: Vec<StatusCount>,
@@ -115,6 +117,7 @@ pub struct Enqueued {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AttemptView {
     pub attempt: i32,
     pub worker: String,
@@ -128,6 +131,7 @@ pub struct AttemptView {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobView {
     pub id: String,
     pub queue: String,

@@ -35,6 +35,7 @@ pub struct RemoteToken {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ReconcileQueued {
     /// The new job, or none when one for this source and user was already waiting.
     pub job_id: Option<String>,

@@ -3,16 +3,21 @@
 
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
+use sqlx::Connection;
 use syncline_domain::allio::{
     intake::{self, IntakeError, Webhook},
-    settings,
+    settings::{self, Settings},
 };
 use syncline_jobs::{
     allio_ingest::Ingest,
     core::{EnqueueOptions, enqueue},
 };
 
-use super::{AppState, Tag, error::ApiError, strict::JsonString};
+use super::{
+    AppState, Tag,
+    error::ApiError,
+    strict::{self, JsonString},
+};
 use crate::tenancy::{self, IntegrationKind};
 
 #[derive(Object)]
@@ -29,6 +34,26 @@ pub struct AllioWebhook {
 pub struct Accepted {
     /// The stored `allio_webhook` row.
     pub webhook_id: i64,
+}
+
+impl AllioWebhook {
+    fn validate(self, settings: &Settings) -> Result<Webhook, IntakeError> {
+        Webhook::validate(
+            settings,
+            self.uuid.as_str(),
+            self.command.as_str(),
+            self.indexes,
+        )
+    }
+}
+
+/// An ALLIO webhook body as the route reads it for an integration with `settings` (JSON,
+/// the schema, then the intake rules); `None` where the route answers 4xx. A pure entry
+/// point for fuzzing.
+pub fn allio_webhook_from_json(body: &[u8], settings: &Settings) -> Option<Webhook> {
+    strict::parse_body::<AllioWebhook>(body)?
+        .validate(settings)
+        .ok()
 }
 
 impl From<IntakeError> for ApiError {
@@ -55,20 +80,18 @@ impl AllioApi {
         body: Json<AllioWebhook>,
     ) -> Result<Json<Accepted>, ApiError> {
         let unknown = || ApiError::not_found("no ALLIO integration at this URL");
-        let principal = tenancy::authenticate(&state.pool, &token.0)
+        // One connection for the whole request; the transaction opens only once the
+        // webhook is known to be valid.
+        let mut conn = state.pool.acquire().await?;
+        let principal = tenancy::authenticate(&mut *conn, &token.0)
             .await?
             .filter(|p| p.kind == IntegrationKind::Allio)
             .ok_or_else(unknown)?;
-        let mut tx = state.pool.begin().await?;
-        let settings = settings::load(&mut tx, principal.integration_id)
+        let settings = settings::load(&mut conn, principal.integration_id)
             .await?
             .ok_or_else(unknown)?;
-        let AllioWebhook {
-            uuid,
-            command,
-            indexes,
-        } = body.0;
-        let webhook = Webhook::validate(&settings, uuid.as_str(), command.as_str(), indexes)?;
+        let webhook = body.0.validate(&settings)?;
+        let mut tx = conn.begin().await?;
         let webhook_id = intake::store(&mut tx, &settings, &webhook).await?;
         enqueue(&mut tx, &Ingest { webhook_id }, EnqueueOptions::default()).await?;
         tx.commit().await?;

@@ -3,7 +3,7 @@
 use poem::{Request, http::StatusCode};
 use poem_openapi::{SecurityScheme, auth::Bearer};
 
-use super::AppState;
+use super::{AppState, error::ApiError};
 use crate::tenancy::{self, IntegrationKind};
 
 /// Operator access: `Authorization: Bearer <SYNCLINE_ADMIN_TOKEN>`.
@@ -67,12 +67,6 @@ async fn partner(
     match tenancy::authenticate(&state.pool, &bearer.token).await {
         Ok(Some(principal)) if allowed(&principal) => Ok(principal),
         Ok(_) => Err(unauthorized()),
-        Err(e) => {
-            tracing::error!(error = %e, "token lookup failed");
-            Err(poem::Error::from_string(
-                "the database is unavailable; try again later",
-                StatusCode::SERVICE_UNAVAILABLE,
-            ))
-        }
+        Err(e) => Err(ApiError::from(e).into()),
     }
 }

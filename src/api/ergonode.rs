@@ -12,6 +12,7 @@ use poem_openapi::{
     payload::Json,
 };
 use serde_json::Value;
+use sqlx::PgConnection;
 use syncline_domain::catalog::{self, Kind};
 use syncline_jobs::{
     core::{EnqueueOptions, enqueue},
@@ -19,7 +20,11 @@ use syncline_jobs::{
 };
 use uuid::Uuid;
 
-use super::{AppState, Tag, strict::JsonString};
+use super::{
+    AppState, Tag,
+    error::{ErrorBody, database_unavailable},
+    strict::{self, JsonString},
+};
 use crate::{app_token, tenancy::IntegrationKind};
 
 #[derive(Object)]
@@ -95,17 +100,16 @@ fn unreadable(e: poem::Error) -> Consumed {
 
 impl From<sqlx::Error> for Consumed {
     fn from(e: sqlx::Error) -> Self {
-        tracing::error!(error = %e, "database error in an Ergonode call");
-        Consumed::Unavailable(error(
-            "unavailable",
-            "the database is unavailable; try again",
-            true,
-        ))
+        let ErrorBody { code, message } = database_unavailable(&e);
+        Consumed::Unavailable(error(&code, message, true))
     }
 }
 
 impl From<syncline_jobs::core::EnqueueError> for Consumed {
     fn from(e: syncline_jobs::core::EnqueueError) -> Self {
+        if let syncline_jobs::core::EnqueueError::Database(e) = e {
+            return e.into();
+        }
         tracing::error!(error = %e, "could not enqueue an Ergonode event");
         Consumed::Unavailable(error(
             "unavailable",
@@ -138,14 +142,17 @@ fn event(name: &str) -> Option<Event> {
     Some(Event::Resource { kind, deleted })
 }
 
-async fn secret(state: &AppState, integration_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+async fn secret(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT s.jwt_secret FROM ergonode_settings s JOIN integrations i ON i.id = s.integration_id
          WHERE s.integration_id = $1 AND i.kind = $2",
     )
     .bind(integration_id)
     .bind(IntegrationKind::Ergonode.as_str())
-    .fetch_optional(&state.pool)
+    .fetch_optional(conn)
     .await
 }
 
@@ -159,7 +166,7 @@ impl ErgonodeApi {
         &self,
         state: Data<&AppState>,
         integration_id: Path<Uuid>,
-        event_name: Path<String>,
+        #[oai(name = "event")] event_name: Path<String>,
         #[oai(name = "X-APP-TOKEN")] token: Header<Option<String>>,
         body: Json<ConsumeBody>,
     ) -> Consumed {
@@ -184,7 +191,12 @@ async fn consume(
     token: Option<&str>,
     body: ConsumeBody,
 ) -> Result<Consumed, Consumed> {
-    let secret = secret(state, integration_id).await?.ok_or_else(|| {
+    // One connection and no transaction: each statement below commits on its own. The
+    // synchronization record and event number need no atomicity with the job (a retry
+    // after a failure finds the record and takes a new number), and the job commits
+    // before we answer, so an event costs three round trips.
+    let mut conn = state.pool.acquire().await?;
+    let secret = secret(&mut conn, integration_id).await?.ok_or_else(|| {
         Consumed::NotFound(error("not_found", "no Ergonode integration here", false))
     })?;
     let now = chrono::Utc::now().timestamp();
@@ -206,13 +218,12 @@ async fn consume(
         ))
     })?;
 
-    let mut tx = state.pool.begin().await?;
-    let answer = match event {
+    match event {
         Event::SynchronizationStarted | Event::SynchronizationEnded => {
             let ended = matches!(event, Event::SynchronizationEnded);
-            catalog::record_synchronization(&mut tx, integration_id, synchronization_id, ended)
+            catalog::record_synchronization(&mut conn, integration_id, synchronization_id, ended)
                 .await?;
-            Consumed::Done
+            Ok(Consumed::Done)
         }
         Event::Resource { kind, deleted } => {
             let bad = |why: &str| Consumed::BadRequest(error("invalid_request", why, false));
@@ -226,9 +237,16 @@ async fn consume(
             let synchronization = body
                 .synchronization
                 .ok_or_else(|| bad("synchronization is required"))?;
-            catalog::record_synchronization(&mut tx, integration_id, synchronization_id, false)
-                .await?;
-            let seq = catalog::next_seq(&mut tx).await?;
+            // The job stores these; a value Postgres refuses would fail it on every retry.
+            let texts = [resource_id, resource.kind.as_str()].map(Value::from);
+            if !texts
+                .iter()
+                .chain(&synchronization.events)
+                .all(strict::storable)
+            {
+                return Err(bad("resource ids and events must not contain U+0000"));
+            }
+            let seq = catalog::accept_event(&mut conn, integration_id, synchronization_id).await?;
             let job = Apply {
                 integration_id,
                 synchronization_id,
@@ -239,23 +257,20 @@ async fn consume(
                 deleted,
                 seq,
             };
-            enqueue(&mut tx, &job, EnqueueOptions::default()).await?;
+            enqueue(&mut conn, &job, EnqueueOptions::default()).await?;
             if deleted {
-                Consumed::Done
-            } else {
-                let mut customs: std::collections::BTreeMap<String, Value> =
-                    match synchronization.resource_customs {
-                        Some(Value::Object(map)) => map.into_iter().collect(),
-                        _ => Default::default(),
-                    };
-                let ours = catalog::stable_id(integration_id, kind, resource_id);
-                customs.insert("id".into(), Value::String(ours));
-                Consumed::Customs(Json(ResourceCustoms {
-                    resource_customs: customs,
-                }))
+                return Ok(Consumed::Done);
             }
+            let mut customs: std::collections::BTreeMap<String, Value> =
+                match synchronization.resource_customs {
+                    Some(Value::Object(map)) => map.into_iter().collect(),
+                    _ => Default::default(),
+                };
+            let ours = catalog::stable_id(integration_id, kind, resource_id);
+            customs.insert("id".into(), Value::String(ours));
+            Ok(Consumed::Customs(Json(ResourceCustoms {
+                resource_customs: customs,
+            })))
         }
-    };
-    tx.commit().await?;
-    Ok(answer)
+    }
 }

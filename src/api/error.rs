@@ -30,6 +30,12 @@ pub enum ApiError {
     /// The request conflicts with existing state.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The body is larger than the hub accepts (`SYNCLINE_MAX_BODY_BYTES`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json`, or has no `Content-Type`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     /// A dependency (the database) is unavailable; retry later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -60,14 +66,34 @@ impl ApiError {
     }
 }
 
-/// Database failures are reported as temporary: the details go to the log, not the caller.
+/// What a caller is told when the database fails it — unreachable, restarting, out of
+/// connections or timed out — as `{code: "database_unavailable", message}`, with a 503
+/// so partners retry later. The details go to the log, not the caller. Every route's
+/// database errors end up here.
+pub fn database_unavailable(e: &sqlx::Error) -> ErrorBody {
+    tracing::error!(error = %e, "database error while serving a request");
+    ErrorBody {
+        code: "database_unavailable".into(),
+        message: "the database is unavailable; try again later".into(),
+    }
+}
+
+/// The database refused a value the caller sent (SQLSTATE class 22, "data exception":
+/// text with a U+0000 character, a number out of range, ...): the caller's error, not
+/// an outage.
+fn refused_value(e: &sqlx::Error) -> Option<String> {
+    let db = e.as_database_error()?;
+    db.code()
+        .is_some_and(|code| code.starts_with("22"))
+        .then(|| format!("a value in the request cannot be stored: {}", db.message()))
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        tracing::error!(error = %e, "database error while serving a request");
-        Self::Unavailable(body(
-            "unavailable",
-            "the database is unavailable; try again later",
-        ))
+        if let Some(message) = refused_value(&e) {
+            return Self::bad_request(message);
+        }
+        Self::Unavailable(Json(database_unavailable(&e)))
     }
 }
 

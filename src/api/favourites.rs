@@ -16,7 +16,7 @@ use super::{
     AppState, Tag,
     auth::{CcUserAuth, ImshopAuth},
     error::ApiError,
-    strict::JsonString,
+    strict::{self, JsonString},
 };
 
 impl From<FavouritesError> for ApiError {
@@ -84,6 +84,12 @@ fn parse_imshop(body: &ImshopSyncRequest, now: i64) -> Result<imshop::SyncReques
         last_sync_ms: body.last_sync_date,
         items,
     })
+}
+
+/// An IMSHOP request body as the route reads it (JSON, the schema, then the protocol's
+/// rules); `None` where the route answers 400. A pure entry point for fuzzing.
+pub fn imshop_request_from_json(body: &[u8], now_ms: i64) -> Option<imshop::SyncRequest> {
+    parse_imshop(&strict::parse_body(body)?, now_ms).ok()
 }
 
 fn parse_cc_items(items: &[CcItem]) -> Result<Vec<(ItemId, Stamp)>, ApiError> {

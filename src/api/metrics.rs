@@ -1,21 +1,24 @@
 //! `GET /metrics` in Prometheus text format: jobs by queue and status and the age of the
 //! oldest due job (read from the database at scrape time), plus this process's counters
 //! (attempt outcomes, job durations, outbound calls, rate-limiter waits, HTTP requests).
-//! In a split deployment each `work` process's counters stay in that process; `dev`
-//! serves all of them.
+//! The API serves it, and so does a `work` process given `SYNCLINE_METRICS_ADDR`
+//! ([`only_metrics`]), so every process's counters can be scraped.
 
 use std::fmt::Write;
 
-use poem::{Endpoint, IntoResponse, Request, Response, handler, http::StatusCode, web::Data};
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, handler, http::StatusCode,
+    web::Data,
+};
+use sqlx::PgPool;
 use syncline_jobs::core::metrics;
 
-use super::AppState;
 use crate::job_ops;
 
 #[handler]
-pub async fn render(state: Data<&AppState>) -> Response {
+pub async fn render(pool: Data<&PgPool>) -> Response {
     let mut out = String::new();
-    match job_ops::stats(&state.pool).await {
+    match job_ops::stats(&pool).await {
         Ok(queues) => {
             let _ = writeln!(out, "# TYPE syncline_jobs gauge");
             for q in &queues {
@@ -46,8 +49,17 @@ pub async fn render(state: Data<&AppState>) -> Response {
         .body(out)
 }
 
+/// An HTTP application serving `GET /metrics` and nothing else, for processes that serve
+/// no API (`work`).
+pub fn only_metrics(pool: PgPool) -> impl Endpoint {
+    Route::new()
+        .at("/metrics", poem::get(render))
+        .around(super::error::render_any_error)
+        .data(pool)
+}
+
 /// A path with its ids replaced, so routes stay few: `/admin/jobs/01H…` → `/admin/jobs/:id`.
-fn route_of(path: &str) -> String {
+pub(super) fn route_of(path: &str) -> String {
     let looks_like_id = |segment: &str| {
         segment.len() >= 16
             || segment.starts_with("sl_")

@@ -15,6 +15,7 @@ mod favourites;
 mod health;
 mod limits;
 mod metrics;
+mod request_log;
 mod strict;
 mod webhooks;
 mod whoami;
@@ -28,6 +29,10 @@ use syncline_domain::feed::{self, CursorKey};
 use tokio::sync::OnceCell;
 
 use crate::secrets::{self, TokenHash};
+
+pub use allio::allio_webhook_from_json;
+pub use favourites::imshop_request_from_json;
+pub use metrics::only_metrics;
 
 #[derive(Tags)]
 enum Tag {
@@ -125,6 +130,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint {
         .around(move |next, req| limits::limit_body(next, req, max_body_bytes))
         .around(error::render_any_error)
         .around(metrics::count_requests)
+        .data(state.pool.clone())
         .data(state)
-        .with(poem::middleware::Tracing)
+        .around(request_log::log_request)
 }

@@ -57,3 +57,25 @@ impl ToJSON for JsonString {
         Some(Value::String(self.0.clone()))
     }
 }
+
+/// Reads a request body the way a route's `Json<T>` payload does (an empty body is
+/// `null`): for pure entry points that take bytes, such as the fuzz targets'.
+pub fn parse_body<T: ParseFromJSON>(data: &[u8]) -> Option<T> {
+    let value = if data.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(data).ok()?
+    };
+    T::parse_from_json(Some(value)).ok()
+}
+
+/// Whether Postgres can store `value` as `jsonb` and its strings as `text`: no string or
+/// key holds U+0000.
+pub fn storable(value: &Value) -> bool {
+    match value {
+        Value::String(text) => !text.contains('\0'),
+        Value::Array(items) => items.iter().all(storable),
+        Value::Object(map) => map.iter().all(|(k, v)| !k.contains('\0') && storable(v)),
+        _ => true,
+    }
+}

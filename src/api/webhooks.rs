@@ -36,6 +36,7 @@ pub struct CreateWebhookRequest {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct LastError {
     pub error: String,
     pub resp_status: i64,
@@ -45,6 +46,7 @@ pub struct LastError {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct States {
     /// `ok`, `retry` or `stop`.
     pub state: String,

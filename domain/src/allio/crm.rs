@@ -48,16 +48,22 @@ fn parse_till(value: &Value) -> Option<DateTime<Utc>> {
         })
 }
 
-/// Copies `object`'s fields except `skip` into `out`, nested objects as dotted keys.
-fn flatten(prefix: &str, object: &Map<String, Value>, skip: &[&str], out: &mut Map<String, Value>) {
+/// Copies `object`'s fields except `skip` into `out`, nested objects as dotted keys
+/// under `prefix` (none at the top). A nested empty key keeps its dot (`.id`), so it
+/// can never pass for a top-level field.
+fn flatten(
+    prefix: Option<&str>,
+    object: &Map<String, Value>,
+    skip: &[&str],
+    out: &mut Map<String, Value>,
+) {
     for (key, value) in object.iter().filter(|(k, _)| !skip.contains(&k.as_str())) {
-        let name = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
+        let name = match prefix {
+            None => key.clone(),
+            Some(prefix) => format!("{prefix}.{key}"),
         };
         match value {
-            Value::Object(inner) => flatten(&name, inner, &[], out),
+            Value::Object(inner) => flatten(Some(&name), inner, &[], out),
             other => {
                 out.insert(name, other.clone());
             }
@@ -79,7 +85,7 @@ pub fn map(entity: Entity, object: &Value) -> Result<Record, String> {
         Entity::Dealcard => "buyer",
     };
     let mut custom = Map::new();
-    flatten("", fields, &["id", "till", contact_key], &mut custom);
+    flatten(None, fields, &["id", "till", contact_key], &mut custom);
     if let Some(till) = fields
         .get("till")
         .filter(|t| parse_till(t).is_none() && !t.is_null())
@@ -92,7 +98,7 @@ pub fn map(entity: Entity, object: &Value) -> Result<Record, String> {
         .and_then(|c| {
             let external_id = c.get("id").and_then(text)?;
             let mut custom = Map::new();
-            flatten("", c, &["id", "phone"], &mut custom);
+            flatten(None, c, &["id", "phone"], &mut custom);
             Some(Contact {
                 external_id,
                 phone: c.get("phone").and_then(text),
@@ -306,6 +312,17 @@ mod tests {
         assert_eq!(r.created_at, None);
         assert_eq!(r.custom_fields["till"], "someday");
         assert_eq!(r.contact.unwrap().phone.as_deref(), Some("79991234567"));
+    }
+
+    #[test]
+    fn a_nested_object_under_an_empty_key_never_passes_for_top_level_fields() {
+        // Found by the allio_crm_item fuzz target: `{"": {"id": 10}}` became custom field `id`.
+        let object = json!({ "id": 54221, "": { "id": 10, "client": { "id": 3 } } });
+        let r = map(Entity::Reserve, &object).unwrap();
+        assert_eq!(r.custom_fields.get("id"), None);
+        assert_eq!(r.custom_fields[".id"], 10);
+        assert_eq!(r.custom_fields[".client.id"], 3);
+        assert_eq!(r.contact, None);
     }
 
     #[test]
