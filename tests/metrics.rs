@@ -118,5 +118,51 @@ async fn metrics_reflect_job_transitions_calls_and_requests() {
         ),
         Some(1.0)
     );
+
+    // Requests are counted by the route pattern matched (poem names path parameters
+    // `:param0`, `:param1`...), never by a path that may carry an id or a token; paths
+    // no route matches share one label.
+    let token = "sl_metricsTokenThatMustNotAppear";
+    let resp = app
+        .http
+        .post(app.url(&format!("/allio/webhook/{token}")))
+        .json(&json!({ "uuid": "x", "command": "SPACE_CHANGED", "indexes": [1] }))
+        .send()
+        .await
+        .unwrap();
+    let webhook_status = resp.status().as_u16();
+    assert!((400..500).contains(&webhook_status), "{webhook_status}");
+    let resp = app
+        .http
+        .get(app.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let m = scrape(&app).await;
+    assert!(!m.contains(token));
+    assert_eq!(
+        value(
+            &m,
+            &format!(
+                r#"syncline_http_requests_total{{method="POST",route="/allio/webhook/:param0",status="{webhook_status}"}}"#
+            )
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"syncline_http_requests_total{method="GET",route="unmatched",status="404"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        value(
+            &m,
+            r#"syncline_http_requests_total{method="GET",route="/admin/jobs/:param0",status="200"}"#
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
     app.stop().await;
 }

@@ -10,7 +10,7 @@ use syncline_domain::allio::{
 };
 use syncline_jobs::{
     allio_ingest::Ingest,
-    core::{EnqueueOptions, enqueue},
+    core::{EnqueueOptions, enqueue_deferred},
 };
 
 use super::{
@@ -93,8 +93,10 @@ impl AllioApi {
         let webhook = body.0.validate(&settings)?;
         let mut tx = conn.begin().await?;
         let webhook_id = intake::store(&mut tx, &settings, &webhook).await?;
-        enqueue(&mut tx, &Ingest { webhook_id }, EnqueueOptions::default()).await?;
+        let (_, wakeup) =
+            enqueue_deferred(&mut tx, &Ingest { webhook_id }, EnqueueOptions::default()).await?;
         tx.commit().await?;
+        wakeup.send(&state.notifier);
         Ok(Json(Accepted { webhook_id }))
     }
 }

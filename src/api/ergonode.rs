@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use syncline_domain::catalog::{self, Kind};
 use syncline_jobs::{
-    core::{EnqueueOptions, enqueue},
+    core::{EnqueueOptions, enqueue_deferred},
     ergonode_apply::Apply,
 };
 use uuid::Uuid;
@@ -257,7 +257,9 @@ async fn consume(
                 deleted,
                 seq,
             };
-            enqueue(&mut conn, &job, EnqueueOptions::default()).await?;
+            // Autocommit: the job is committed when this returns.
+            let (_, wakeup) = enqueue_deferred(&mut conn, &job, EnqueueOptions::default()).await?;
+            wakeup.send(&state.notifier);
             if deleted {
                 return Ok(Consumed::Done);
             }

@@ -143,7 +143,7 @@ pub async fn render_any_error<E: Endpoint>(next: E, req: Request) -> poem::Resul
         Ok(resp) => Ok(resp.into_response()),
         Err(err) => {
             let message = err.to_string();
-            let resp = err.into_response();
+            let mut resp = err.into_response();
             let is_json = resp
                 .content_type()
                 .is_some_and(|ct| ct.starts_with("application/json"));
@@ -157,9 +157,12 @@ pub async fn render_any_error<E: Endpoint>(next: E, req: Request) -> poem::Resul
             } else {
                 message
             };
-            Ok(body(code_for(status), message)
+            let mut rendered = body(code_for(status), message)
                 .with_status(status)
-                .into_response())
+                .into_response();
+            // Keeps what the router noted (the matched route pattern) for the metrics.
+            *rendered.extensions_mut() = std::mem::take(resp.extensions_mut());
+            Ok(rendered)
         }
     }
 }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use syncline_domain::feed::{self, CursorKey};
+use syncline_jobs::core::Notifier;
 use tokio::sync::OnceCell;
 
 use crate::secrets::{self, TokenHash};
@@ -57,6 +58,8 @@ enum Tag {
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Sends the wake-ups of jobs enqueued by intake routes once they have committed.
+    pub notifier: Notifier,
     admin_token_hash: TokenHash,
     /// Loaded from the database on first use.
     cursor_key: Arc<OnceCell<CursorKey>>,
@@ -65,6 +68,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(pool: PgPool, admin_token: &str) -> Self {
         Self {
+            notifier: Notifier::start(pool.clone()),
             pool,
             admin_token_hash: secrets::hash(admin_token),
             cursor_key: Arc::default(),

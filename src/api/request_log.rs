@@ -1,7 +1,7 @@
 //! One span and one log line per request: method, route, status and duration. The route
-//! is the path with ids and tokens folded out (as the metrics count it), never the full
-//! URI: an ALLIO webhook URL carries its integration's token, and poem's own `Tracing`
-//! middleware would log it with every request.
+//! is the pattern the router matched (as the metrics count it), never the URI: an ALLIO
+//! webhook URL carries its integration's token, and poem's own `Tracing` middleware
+//! would log it with every request.
 
 use std::time::Instant;
 
@@ -15,17 +15,14 @@ pub async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Res
         "request",
         remote_addr = %req.remote_addr(),
         method = %req.method(),
-        route = %route_of(req.uri().path()),
+        route = tracing::field::Empty,
     );
     async move {
         let started = Instant::now();
-        let result = next.call(req).await.map(IntoResponse::into_response);
-        let status = match &result {
-            Ok(resp) => resp.status(),
-            Err(e) => e.status(),
-        };
-        tracing::info!(status = status.as_u16(), duration = ?started.elapsed(), "response");
-        result
+        let resp = next.call(req).await?.into_response();
+        tracing::Span::current().record("route", route_of(&resp));
+        tracing::info!(status = resp.status().as_u16(), duration = ?started.elapsed(), "response");
+        Ok(resp)
     }
     .instrument(span)
     .await

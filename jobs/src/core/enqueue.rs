@@ -8,7 +8,10 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::job::{Envelope, Job};
+use super::{
+    job::{Envelope, Job},
+    notifier::PendingWakeup,
+};
 
 #[derive(Debug, Default, Clone)]
 pub struct EnqueueOptions {
@@ -34,18 +37,43 @@ impl From<EnqueueError> for super::JobError {
 }
 
 /// Adds `job` to its queue on `conn` (normally an open transaction). Returns the new
-/// job id, or `None` when `dedupe_key` matched an existing job.
+/// job id, or `None` when `dedupe_key` matched an existing job. Workers are woken when
+/// the transaction commits.
 pub async fn enqueue<J: Job>(
     conn: &mut PgConnection,
     job: &J,
     options: EnqueueOptions,
+) -> Result<Option<String>, EnqueueError> {
+    insert(conn, job, options, "trigger").await
+}
+
+/// [`enqueue`] for intake routes under load: the insert trigger's notification is
+/// switched off for the rest of the transaction (see [`super::notifier`]), and the
+/// caller sends the returned wake-up once it has committed.
+pub async fn enqueue_deferred<J: Job>(
+    conn: &mut PgConnection,
+    job: &J,
+    options: EnqueueOptions,
+) -> Result<(Option<String>, PendingWakeup), EnqueueError> {
+    let id = insert(conn, job, options, "deferred").await?;
+    Ok((id, PendingWakeup(J::QUEUE)))
+}
+
+/// `wakeup` is the transaction-local `syncline.wakeup` setting the insert trigger reads;
+/// setting it in the same statement saves a round trip.
+async fn insert<J: Job>(
+    conn: &mut PgConnection,
+    job: &J,
+    options: EnqueueOptions,
+    wakeup: &str,
 ) -> Result<Option<String>, EnqueueError> {
     let id = ulid::Ulid::generate().to_string();
     let payload = Envelope::encode(job)?;
     let inserted = sqlx::query_scalar::<_, String>(
         "INSERT INTO apalis.jobs
              (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key)
-         VALUES ($1, $2, $3, 'Pending', 0, $4, COALESCE($5, now()), 0, $6)
+         SELECT $1, $2, $3, 'Pending', 0, $4, COALESCE($5, now()), 0, $6
+         FROM (SELECT set_config('syncline.wakeup', $7, true)) AS wakeup
          ON CONFLICT (job_type, idempotency_key) DO NOTHING
          RETURNING id",
     )
@@ -55,6 +83,7 @@ pub async fn enqueue<J: Job>(
     .bind(J::POLICY.max_attempts as i32)
     .bind(options.run_at)
     .bind(options.dedupe_key)
+    .bind(wakeup)
     .fetch_optional(conn)
     .await?;
     Ok(inserted)

@@ -7,6 +7,7 @@ pub mod enqueue;
 pub mod error;
 pub mod job;
 pub mod metrics;
+pub mod notifier;
 pub mod outbound;
 pub mod pacing;
 pub mod policy;
@@ -14,8 +15,9 @@ pub mod runner;
 pub mod schedule;
 pub mod wakeup;
 
-pub use enqueue::{EnqueueError, EnqueueOptions, enqueue};
+pub use enqueue::{EnqueueError, EnqueueOptions, enqueue, enqueue_deferred};
 pub use error::JobError;
 pub use job::{Job, JobContext, PartnerSettings};
+pub use notifier::Notifier;
 pub use policy::RetryPolicy;
 pub use runner::{WorkerSet, WorkerSettings};

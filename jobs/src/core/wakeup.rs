@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sqlx::{PgPool, postgres::PgListener};
 
 /// The channel apalis's insert trigger notifies.
-const CHANNEL: &str = "apalis::job::insert";
+pub(super) const CHANNEL: &str = "apalis::job::insert";
 
 type Subscribers = Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<()>>>>>;
 
