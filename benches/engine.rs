@@ -85,7 +85,6 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run_scenarios(server: &Server, url: &str) -> anyhow::Result<Report> {
     let clients = db::connect_with_retry(url, Duration::from_secs(30), POOL_SIZE).await?;
-    let workers = db::connect_with_retry(url, Duration::from_secs(30), POOL_SIZE).await?;
     db::migrate::run(&clients).await?;
     print_setup(server, &clients).await?;
 
@@ -98,18 +97,17 @@ async fn run_scenarios(server: &Server, url: &str) -> anyhow::Result<Report> {
     for (concurrency, batch_size) in DRAIN_SETTINGS {
         report
             .rows
-            .push(drain_stock_apalis(&clients, &workers, concurrency, batch_size).await?);
+            .push(drain_stock_apalis(&clients, url, concurrency, batch_size).await?);
         report
             .rows
-            .push(drain(&clients, &workers, concurrency, batch_size).await?);
+            .push(drain(&clients, url, concurrency, batch_size).await?);
     }
-    report.rows.push(latency_idle(&clients, &workers).await?);
-    let (row, load) = latency_under_load(&clients, &workers).await?;
+    report.rows.push(latency_idle(&clients, url).await?);
+    let (row, load) = latency_under_load(&clients, url).await?;
     report.rows.push(row);
     report.notes.push(load);
 
     clients.close().await;
-    workers.close().await;
     Ok(report)
 }
 
@@ -185,7 +183,7 @@ async fn enqueue_batched(pool: &PgPool) -> anyhow::Result<Row> {
 /// Fills the queue with the workers stopped, then times a fresh worker set emptying it.
 async fn drain(
     clients: &PgPool,
-    workers: &PgPool,
+    url: &str,
     concurrency: usize,
     batch_size: usize,
 ) -> anyhow::Result<Row> {
@@ -194,7 +192,7 @@ async fn drain(
     settings.concurrency = concurrency;
     settings.batch_size = batch_size;
     let started = Instant::now();
-    let running = Workers::start(workers, settings);
+    let running = Workers::start(url, settings).await?;
     wait_for_count(clients, DONE_NOOPS, None, DRAIN_JOBS, &deadline).await?;
     let elapsed = started.elapsed();
     running.stop().await?;
@@ -203,13 +201,15 @@ async fn drain(
 
 /// The baseline for [`drain`]: the same queue emptied by a bare apalis-postgres worker
 /// (its stock `PostgresStorage` and polling, a handler that does nothing, no retry layer
-/// or attempt history).
+/// or attempt history). Like every worker set here it gets a pool of its own: stopping
+/// it can leave a pooled connection inside an open transaction.
 async fn drain_stock_apalis(
     clients: &PgPool,
-    workers: &PgPool,
+    url: &str,
     concurrency: usize,
     batch_size: usize,
 ) -> anyhow::Result<Row> {
+    let workers = &worker_pool(url).await?;
     let deadline = full_queue(
         clients,
         "baseline: bare apalis-postgres drain",
@@ -237,6 +237,7 @@ async fn drain_stock_apalis(
     let elapsed = started.elapsed();
     let _ = stop.send(true);
     running.await.context("baseline worker panicked")??;
+    workers.close().await;
     Ok(Row::throughput(deadline.scenario, DRAIN_JOBS, elapsed))
 }
 
@@ -255,10 +256,10 @@ async fn full_queue(
     Ok(deadline)
 }
 
-async fn latency_idle(clients: &PgPool, workers: &PgPool) -> anyhow::Result<Row> {
+async fn latency_idle(clients: &PgPool, url: &str) -> anyhow::Result<Row> {
     let deadline = Deadline::start("add→start latency, idle");
     empty_queues(clients).await?;
-    let running = Workers::start(workers, bench_worker_settings());
+    let running = Workers::start(url, bench_worker_settings()).await?;
     tokio::time::sleep(WARM_UP).await;
     let row = probe_latency(clients, deadline).await?;
     running.stop().await?;
@@ -266,13 +267,13 @@ async fn latency_idle(clients: &PgPool, workers: &PgPool) -> anyhow::Result<Row>
 }
 
 /// Returns the row and a note on the background load actually achieved.
-async fn latency_under_load(clients: &PgPool, workers: &PgPool) -> anyhow::Result<(Row, String)> {
+async fn latency_under_load(clients: &PgPool, url: &str) -> anyhow::Result<(Row, String)> {
     let deadline = Deadline::start(format!(
         "add→start latency, under load (~{} jobs/s)",
         load_rate()
     ));
     empty_queues(clients).await?;
-    let running = Workers::start(workers, bench_worker_settings());
+    let running = Workers::start(url, bench_worker_settings()).await?;
     let load = BackgroundLoad::start(clients.clone());
     tokio::time::sleep(WARM_UP).await;
     let row = probe_latency(clients, deadline).await;
@@ -385,24 +386,34 @@ impl Deadline {
     }
 }
 
-/// A worker set running in the background, as the `work` command runs it.
+/// A worker set running in the background, as the `work` command runs it: with a pool
+/// of its own, so no scenario inherits connections (and their session state) from an
+/// earlier one.
 struct Workers {
+    pool: PgPool,
     stop: watch::Sender<bool>,
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Workers {
-    fn start(pool: &PgPool, settings: WorkerSettings) -> Self {
+    async fn start(url: &str, settings: WorkerSettings) -> anyhow::Result<Self> {
+        let pool = worker_pool(url).await?;
         let (stop, shutdown) = Shutdown::manual();
         let set = syncline_jobs::register_all(WorkerSet::new(pool.clone(), settings));
         let handle = tokio::spawn(set.run(shutdown.wait()));
-        Self { stop, handle }
+        Ok(Self { pool, stop, handle })
     }
 
     async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        self.handle.await.context("worker task panicked")?
+        let stopped = self.handle.await.context("worker task panicked")?;
+        self.pool.close().await;
+        stopped
     }
+}
+
+async fn worker_pool(url: &str) -> anyhow::Result<PgPool> {
+    Ok(db::connect_with_retry(url, Duration::from_secs(30), POOL_SIZE).await?)
 }
 
 /// A task enqueueing `LOAD_BATCH` no-op jobs every `LOAD_PERIOD` until stopped (or for
