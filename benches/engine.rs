@@ -413,7 +413,7 @@ impl Workers {
 }
 
 async fn worker_pool(url: &str) -> anyhow::Result<PgPool> {
-    Ok(db::connect_with_retry(url, Duration::from_secs(30), POOL_SIZE).await?)
+    db::connect_with_retry(url, Duration::from_secs(30), POOL_SIZE).await
 }
 
 /// A task enqueueing `LOAD_BATCH` no-op jobs every `LOAD_PERIOD` until stopped (or for
