@@ -380,8 +380,16 @@ async fn fetches_from_several_workers_stay_within_two_requests_per_second() {
     a.webhook("RESERVE_ADD", &ids).await;
     a.webhook("DEALCARD_ADD", &ids[..300]).await;
     let pool = &a.app.db.pool;
+    // The workers share one pacer set a little under the simulator's limit: the margin
+    // absorbs this machine's scheduling jitter between a slot and the request's arrival
+    // (how close to 2 req/s pacing gets is `cargo bench --bench allio_pacing`'s
+    // question). Unshared pacing would send three times the rate.
     let many: Vec<Workers> = (0..3)
-        .map(|n| Workers::start(pool, test_worker_settings(&format!("w{n}"))))
+        .map(|n| {
+            let mut settings = test_worker_settings(&format!("w{n}"));
+            settings.partners.allio_rate_per_sec = 1.8;
+            Workers::start(pool, settings)
+        })
         .collect();
     a.settle().await;
     for w in many {
@@ -391,7 +399,11 @@ async fn fetches_from_several_workers_stay_within_two_requests_per_second() {
     assert_eq!(
         arrivals.len(),
         10,
-        "7 + 3 requests of at most 100 ids, none refused"
+        "7 + 3 requests of at most 100 ids, none refused: {:?}",
+        arrivals
+            .iter()
+            .map(|r| (r.entity.clone(), r.ids, r.status))
+            .collect::<Vec<_>>()
     );
     assert!(arrivals.iter().all(|r| r.status == 200 && r.ids <= 100));
     for (i, later) in arrivals.iter().enumerate().skip(2) {

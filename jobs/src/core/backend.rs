@@ -36,6 +36,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use ulid::Ulid;
 
+use super::wakeup::WakeFlag;
+
 /// The worker registry's `storage_name` for workers on this backend.
 const STORAGE_NAME: &str = "syncline";
 
@@ -92,6 +94,8 @@ pub struct QueueConfig {
     pub batch_size: usize,
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
+    /// Raised by the worker's [`super::wakeup::QueueWake`] when a wake-up arrives.
+    pub woken: WakeFlag,
 }
 
 impl QueueConfig {
@@ -105,6 +109,18 @@ impl QueueConfig {
 struct QueueStore {
     pool: PgPool,
     config: QueueConfig,
+}
+
+impl QueueStore {
+    async fn claim(&self, worker: &WorkerContext) -> Result<Vec<Task<Vec<u8>>>, Error> {
+        let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM)
+            .bind(worker.name())
+            .bind(self.config.queue)
+            .bind(i32::try_from(self.config.batch_size).unwrap_or(i32::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(ClaimedRow::into_task).collect()
+    }
 }
 
 impl Persistence for QueueStore {
@@ -157,13 +173,16 @@ impl Persistence for QueueStore {
     }
 
     async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Vec<u8>>>, Error> {
-        let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM)
-            .bind(worker.name())
-            .bind(self.config.queue)
-            .bind(i32::try_from(self.config.batch_size).unwrap_or(i32::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(ClaimedRow::into_task).collect()
+        // Wake-ups before this claim are answered by it. One that arrives while it runs
+        // may be for a job committed too late for it to see, and apalis would not claim
+        // again until the next wake-up: claim once more. (Once: the state machine
+        // neither heartbeats nor acknowledges while a claim is in flight.)
+        self.config.woken.take();
+        let tasks = self.claim(worker).await?;
+        if tasks.is_empty() && self.config.woken.take() {
+            return self.claim(worker).await;
+        }
+        Ok(tasks)
     }
 
     async fn handle_events(

@@ -11,7 +11,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use apalis::prelude::*;
-use apalis_core::backend::ext::poll_strategy::{PollWith, Strategy};
+use apalis_core::backend::ext::poll_strategy::PollWith;
 use chrono::Utc;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
@@ -31,7 +31,7 @@ use super::{
     error::ErrorKind,
     job::{Envelope, Job, JobContext, PartnerSettings},
     schedule::{self, Schedule},
-    wakeup::Wakeups,
+    wakeup::{WakeFlag, Wakeups},
 };
 
 #[derive(Debug, Clone)]
@@ -155,6 +155,8 @@ impl WorkerSet {
                 RESTART_PAUSE
             };
             let pool = &shared.pool;
+            let woken = WakeFlag::default();
+            let wake = wakeups.subscribe(J::QUEUE, settings.poll_interval, woken.clone());
             let storage = JobStore::<serde_json::Value>::new(
                 pool,
                 QueueConfig {
@@ -162,11 +164,9 @@ impl WorkerSet {
                     batch_size: settings.batch_size,
                     heartbeat: settings.heartbeat,
                     missed_heartbeats: settings.missed_heartbeats,
+                    woken,
                 },
             );
-            let wake = Strategy::new()
-                .stream(wakeups.subscribe(J::QUEUE))
-                .interval(settings.poll_interval);
             let backend = PollWith::new(storage, wake).before_start(move |_| async move {
                 tokio::time::sleep(pause).await;
                 Ok(())
