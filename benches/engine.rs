@@ -1,7 +1,9 @@
 //! Job engine benchmark: how fast `demo.noop` jobs can be enqueued (one transaction per
 //! job, and 1000 per transaction), how fast workers drain a full queue of them, and how
 //! long a job waits between being added and being started (idle, and with the queue
-//! under a steady background load). Prints the results as one table.
+//! under a steady background load). Prints the results as one table. Next to each
+//! drain, a bare apalis-postgres worker empties the same number of jobs from apalis's
+//! own table (`apalis.jobs`, which syncline no longer uses) as the baseline.
 //!
 //! Run with `cargo bench --bench engine`. Uses the server at `DATABASE_URL` when set,
 //! otherwise an embedded cluster in a temporary folder; either way the benchmark works in
@@ -24,7 +26,7 @@ use support::{Report, Row, Server, execute, run_in_fresh_database, show_engine_w
 use syncline::{db, hub::Shutdown};
 use syncline_jobs::{
     WorkerSet, WorkerSettings,
-    core::{EnqueueOptions, Job, enqueue},
+    core::{EnqueueOptions, Job, enqueue, job::Envelope},
     noop::Noop,
 };
 use tokio::{sync::watch, task::JoinHandle, time::MissedTickBehavior};
@@ -57,17 +59,27 @@ const LOAD_BATCH: usize = 50;
 const LOAD_PERIOD: Duration = Duration::from_millis(50);
 
 const DONE_NOOPS: &str =
-    "SELECT count(*) FROM apalis.jobs WHERE job_type = 'demo.noop' AND status = 'Done'";
+    "SELECT count(*) FROM jobs WHERE queue = 'demo.noop' AND state = 'completed'";
 const PROBE_ATTEMPTS: &str = "
-    SELECT count(*) FROM job_attempts a JOIN apalis.jobs j ON j.id = a.job_id
-    WHERE j.job_type = 'demo.noop'
-      AND convert_from(j.job, 'UTF8')::jsonb -> 'payload' ->> 'label' = $1";
+    SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+    WHERE j.queue = 'demo.noop'
+      AND convert_from(j.payload, 'UTF8')::jsonb -> 'payload' ->> 'label' = $1";
 const PROBE_LATENCIES_MS: &str = "
     SELECT (EXTRACT(EPOCH FROM min(a.started_at) - j.run_at) * 1000)::float8
-    FROM job_attempts a JOIN apalis.jobs j ON j.id = a.job_id
-    WHERE j.job_type = 'demo.noop'
-      AND convert_from(j.job, 'UTF8')::jsonb -> 'payload' ->> 'label' = $1
+    FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+    WHERE j.queue = 'demo.noop'
+      AND convert_from(j.payload, 'UTF8')::jsonb -> 'payload' ->> 'label' = $1
     GROUP BY j.id, j.run_at";
+
+/// The bare apalis-postgres baseline works on apalis's own table, in its vocabulary.
+const BASELINE_DONE_NOOPS: &str =
+    "SELECT count(*) FROM apalis.jobs WHERE job_type = 'demo.noop' AND status = 'Done'";
+/// `$1` waiting jobs of queue `$2` in apalis's table, each with payload `$3` and `$4`
+/// attempts: the rows apalis's own sink would write.
+const BASELINE_FILL: &str = "
+    INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+    SELECT apalis.generate_ulid(), $2, $3, 'Pending', 0, $4, now(), 0
+    FROM generate_series(1, $1)";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -199,10 +211,11 @@ async fn drain(
     Ok(Row::throughput(deadline.scenario, DRAIN_JOBS, elapsed))
 }
 
-/// The baseline for [`drain`]: the same queue emptied by a bare apalis-postgres worker
-/// (its stock `PostgresStorage` and polling, a handler that does nothing, no retry layer
-/// or attempt history). Like every worker set here it gets a pool of its own: stopping
-/// it can leave a pooled connection inside an open transaction.
+/// The baseline for [`drain`]: as many no-op jobs, queued in apalis's own table,
+/// emptied by a bare apalis-postgres worker (its stock `PostgresStorage` and polling, a
+/// handler that does nothing, no retry layer or attempt history). Like every worker set
+/// here it gets a pool of its own: stopping it can leave a pooled connection inside an
+/// open transaction.
 async fn drain_stock_apalis(
     clients: &PgPool,
     url: &str,
@@ -210,13 +223,17 @@ async fn drain_stock_apalis(
     batch_size: usize,
 ) -> anyhow::Result<Row> {
     let workers = &worker_pool(url).await?;
-    let deadline = full_queue(
-        clients,
-        "baseline: bare apalis-postgres drain",
-        concurrency,
-        batch_size,
-    )
-    .await?;
+    let deadline = Deadline::start(format!(
+        "baseline: bare apalis-postgres drain (concurrency {concurrency}, batch {batch_size})"
+    ));
+    empty_queues(clients).await?;
+    sqlx::query(BASELINE_FILL)
+        .bind(i32::try_from(DRAIN_JOBS)?)
+        .bind(Noop::QUEUE)
+        .bind(Envelope::encode(&Noop::default())?)
+        .bind(i32::try_from(Noop::POLICY.max_attempts)?)
+        .execute(clients)
+        .await?;
     let config = apalis_postgres::Config::default()
         .queue(Noop::QUEUE)
         .batch_size(batch_size);
@@ -233,7 +250,7 @@ async fn drain_stock_apalis(
         let _ = stopped.wait_for(|s| *s).await;
         Ok::<(), std::io::Error>(())
     }));
-    wait_for_count(clients, DONE_NOOPS, None, DRAIN_JOBS, &deadline).await?;
+    wait_for_count(clients, BASELINE_DONE_NOOPS, None, DRAIN_JOBS, &deadline).await?;
     let elapsed = started.elapsed();
     let _ = stop.send(true);
     running.await.context("baseline worker panicked")??;
@@ -310,8 +327,9 @@ fn bench_worker_settings() -> WorkerSettings {
     WorkerSettings::new(format!("bench-{}", Uuid::new_v4().simple()))
 }
 
+/// Empties our job tables and the baseline's.
 async fn empty_queues(pool: &PgPool) -> anyhow::Result<()> {
-    execute(pool, "TRUNCATE apalis.jobs, job_attempts".to_owned()).await
+    execute(pool, "TRUNCATE jobs, job_attempts, apalis.jobs".to_owned()).await
 }
 
 /// Enqueues `count` jobs in one transaction.

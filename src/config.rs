@@ -12,8 +12,15 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub worker_concurrency: usize,
     pub worker_batch_size: usize,
-    /// Worker heartbeat; a worker silent for 4 heartbeats is dead and its jobs are re-queued.
+    /// Worker heartbeat; a worker silent for `missed_heartbeats` of them is dead and its
+    /// running jobs are taken back.
     pub worker_heartbeat: Duration,
+    pub missed_heartbeats: u32,
+    /// A job whose worker died this many times while running it is discarded.
+    pub max_recoveries: u32,
+    /// The longest delay anything from outside may ask for (Retry-After, scaled retry
+    /// tables, pacing pushed back after a 429).
+    pub max_delay: Duration,
     /// Fallback poll for jobs whose run time comes due (new jobs arrive by NOTIFY).
     pub worker_poll: Duration,
     pub shutdown_grace: Duration,
@@ -66,11 +73,16 @@ impl Config {
             data_dir: var("SYNCLINE_DATA_DIR").map_or_else(|| ".syncline".into(), PathBuf::from),
             worker_concurrency: positive(&var, "SYNCLINE_WORKER_CONCURRENCY", 32)?,
             worker_batch_size: positive(&var, "SYNCLINE_WORKER_BATCH_SIZE", 32)?,
-            worker_heartbeat: Duration::from_secs(positive(
+            worker_heartbeat: Duration::from_millis(positive(
                 &var,
-                "SYNCLINE_WORKER_HEARTBEAT_SECS",
-                5,
+                "SYNCLINE_WORKER_HEARTBEAT_MS",
+                2000,
             )? as u64),
+            missed_heartbeats: positive(&var, "SYNCLINE_WORKER_MISSED_HEARTBEATS", 4)? as u32,
+            max_recoveries: positive(&var, "SYNCLINE_MAX_CRASH_RECOVERIES", 3)? as u32,
+            max_delay: Duration::from_secs(
+                positive(&var, "SYNCLINE_MAX_DELAY_SECS", 86_400)? as u64
+            ),
             worker_poll: Duration::from_millis(
                 positive(&var, "SYNCLINE_WORKER_POLL_MS", 500)? as u64
             ),
@@ -195,6 +207,12 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.database_url, None);
         assert_eq!(c.worker_concurrency, 32);
+        assert_eq!(
+            c.worker_heartbeat * c.missed_heartbeats,
+            Duration::from_secs(8)
+        );
+        assert_eq!(c.max_recoveries, 3);
+        assert_eq!(c.max_delay, Duration::from_secs(86_400));
         assert_eq!(c.allio_sweep_at, Duration::from_secs(3 * 3600));
         assert_eq!(c.metrics_addr, None);
     }

@@ -118,7 +118,7 @@ async fn run_server(
     Ok(())
 }
 
-/// A name no other worker process has: apalis tells live workers from dead ones by it.
+/// A name no other worker process has: live workers are told from dead ones by it.
 pub fn process_name() -> String {
     let host = nix::unistd::gethostname()
         .ok()
@@ -138,11 +138,14 @@ pub async fn work(
     process_name: String,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    syncline_jobs::core::delay::set_max(config.max_delay);
     let mut settings = WorkerSettings::new(process_name);
     settings.concurrency = config.worker_concurrency;
     settings.batch_size = config.worker_batch_size;
     settings.shutdown_grace = config.shutdown_grace;
     settings.heartbeat = config.worker_heartbeat;
+    settings.missed_heartbeats = config.missed_heartbeats;
+    settings.max_recoveries = config.max_recoveries;
     settings.poll_interval = config.worker_poll;
     settings.retention_days = config.retention_days;
     settings.scheduler = config.scheduler;

@@ -6,7 +6,6 @@ pub mod app_token;
 pub mod config;
 pub mod db;
 pub mod hub;
-pub mod job_admin;
 pub mod job_ops;
 pub mod secrets;
 pub mod simulators;

@@ -6,9 +6,10 @@ use syncline::{
     api,
     config::Config,
     hub::{self, Database, Shutdown},
-    job_admin, secrets,
+    secrets,
     tenancy::{self, IntegrationKind, Name},
 };
+use syncline_jobs::core::store::operator::Filter;
 use uuid::Uuid;
 
 /// syncline: durable integration hub.
@@ -194,7 +195,7 @@ struct FilterArgs {
     ids: Vec<String>,
     #[arg(long)]
     queue: Option<String>,
-    /// pending, scheduled, running, retrying, failed, killed or done.
+    /// available, scheduled, running, retryable, completed, cancelled or discarded.
     #[arg(long)]
     status: Option<String>,
     /// Created at or after (RFC 3339).
@@ -497,6 +498,11 @@ async fn simulate(simulator: SimulateCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CLI's filter as the store's, refusing an unknown status.
+fn checked(args: FilterArgs) -> anyhow::Result<Filter> {
+    Ok(Filter::try_from(syncline::job_ops::JobFilter::from(args))?)
+}
+
 async fn jobs(db: &Database, command: JobCommand) -> anyhow::Result<()> {
     use syncline::job_ops::{self, Action};
     let bulk = |args: BulkArgs, action: Action| async move {
@@ -505,7 +511,7 @@ async fn jobs(db: &Database, command: JobCommand) -> anyhow::Result<()> {
             reason,
             dry_run,
         } = args;
-        let filter = filter.into();
+        let filter = checked(filter)?;
         if dry_run {
             let n = job_ops::count(&db.pool, &filter, action).await?;
             println!("{n} jobs would be affected");
@@ -526,13 +532,13 @@ async fn jobs(db: &Database, command: JobCommand) -> anyhow::Result<()> {
     };
     match command {
         JobCommand::Show { id } => {
-            let job = job_admin::show(&db.pool, &id)
+            let job = job_ops::show(&db.pool, &id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no job `{id}`"))?;
             println!("{job:#?}");
         }
         JobCommand::List { filter, limit } => {
-            for j in job_ops::list(&db.pool, &filter.into(), None, limit).await? {
+            for j in job_ops::list(&db.pool, &checked(filter)?, None, limit).await? {
                 let error = j.last_error.unwrap_or_default();
                 println!(
                     "{}\t{}\t{}\t{}/{}\t{}\t{error}",
@@ -547,7 +553,7 @@ async fn jobs(db: &Database, command: JobCommand) -> anyhow::Result<()> {
                 let counts: Vec<String> =
                     q.counts.iter().map(|(s, n)| format!("{s}={n}")).collect();
                 let oldest = q
-                    .oldest_pending_secs
+                    .oldest_due_secs
                     .map_or_else(|| "-".into(), |s| format!("{s:.0}s"));
                 println!(
                     "{}\t{}\toldest due {oldest}\tlast hour {} attempts, {} failed",

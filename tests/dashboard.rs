@@ -1,4 +1,4 @@
-//! The admin dashboard: protected, lists failed jobs (escaped), and its replay form works.
+//! The admin dashboard: protected, lists discarded jobs (escaped), and its replay form works.
 
 mod common;
 
@@ -10,7 +10,7 @@ use serde_json::json;
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
 
 #[tokio::test]
-async fn dashboard_lists_failed_jobs_and_replays_them() {
+async fn dashboard_lists_discarded_jobs_and_replays_them() {
     let app = spawn_app().await;
     let peer = MockServer::start().await;
     Mock::given(any())
@@ -25,7 +25,7 @@ async fn dashboard_lists_failed_jobs_and_replays_them() {
         )
         .await;
     let id = body["job_id"].as_str().unwrap().to_owned();
-    app.wait_for_job(&id, Duration::from_secs(20), |j| j["status"] == "killed")
+    app.wait_for_job(&id, Duration::from_secs(20), |j| j["status"] == "discarded")
         .await;
 
     let browser = reqwest::Client::builder()
@@ -54,7 +54,7 @@ async fn dashboard_lists_failed_jobs_and_replays_them() {
         .unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains(&id), "the killed job is listed");
+    assert!(html.contains(&id), "the discarded job is listed");
     assert!(
         html.contains("HTTP 400: &lt;b&gt;no&lt;/b&gt;"),
         "partner text is escaped"
@@ -99,7 +99,7 @@ async fn dashboard_lists_failed_jobs_and_replays_them() {
         .await
         .unwrap();
     assert_eq!(replayed.status(), 303);
-    app.wait_for_job(&id, Duration::from_secs(20), |j| j["status"] == "done")
+    app.wait_for_job(&id, Duration::from_secs(20), |j| j["status"] == "completed")
         .await;
     app.stop().await;
 }

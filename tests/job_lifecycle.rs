@@ -23,7 +23,7 @@ fn time(v: &Value) -> DateTime<Utc> {
     v.as_str().expect("timestamp").parse().expect("RFC 3339")
 }
 
-/// The attempt history reads `history` and apalis has acknowledged the last attempt.
+/// The attempt history reads `history` and the last attempt has been acknowledged.
 fn settled(job: &Value, history: &[&str], status: &str) -> bool {
     outcomes(job) == history && job["status"] == status
 }
@@ -37,9 +37,9 @@ async fn noop_job_enqueued_over_http_runs_once() {
     assert_eq!(status, 200);
     let id = body["job_id"].as_str().unwrap();
     let job = app
-        .wait_for_job(id, WAIT, |j| settled(j, &["done"], "done"))
+        .wait_for_job(id, WAIT, |j| settled(j, &["completed"], "completed"))
         .await;
-    assert_eq!(job["status"], "done");
+    assert_eq!(job["status"], "completed");
     assert_eq!(job["queue"], "demo.noop");
     assert_eq!(job["attempts"], 1);
     app.stop().await;
@@ -51,7 +51,7 @@ async fn retryable_error_schedules_the_next_run_by_the_policy_table() {
     let server = peer(503).await;
     let id = enqueue_ping(&app, &server.uri()).await;
     let job = app
-        .wait_for_job(&id, WAIT, |j| settled(j, &["retry_scheduled"], "retrying"))
+        .wait_for_job(&id, WAIT, |j| settled(j, &["retry_scheduled"], "retryable"))
         .await;
     let attempt = &job["attempt_history"][0];
     let delay = time(&job["run_at"]) - time(&attempt["finished_at"]);
@@ -61,9 +61,9 @@ async fn retryable_error_schedules_the_next_run_by_the_policy_table() {
     );
     assert_eq!(attempt["next_run_at"], job["run_at"]);
     assert_eq!(attempt["error"], "HTTP 503");
-    assert_eq!(job["status"], "retrying");
+    assert_eq!(job["status"], "retryable");
 
-    // apalis would re-run a failed job at once; ours must wait for its run time.
+    // A retryable job is not re-run at once; it waits for its run time.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
     assert_eq!(outcomes(&app.job(&id).await).len(), 1);
@@ -76,9 +76,9 @@ async fn permanent_error_stops_the_job_at_once() {
     let server = peer(400).await;
     let id = enqueue_ping(&app, &server.uri()).await;
     let job = app
-        .wait_for_job(&id, WAIT, |j| settled(j, &["killed"], "killed"))
+        .wait_for_job(&id, WAIT, |j| settled(j, &["discarded"], "discarded"))
         .await;
-    assert_eq!(job["status"], "killed");
+    assert_eq!(job["status"], "discarded");
     assert_eq!(job["attempt_history"][0]["error"], "HTTP 400");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
@@ -90,20 +90,20 @@ async fn permanent_error_stops_the_job_at_once() {
 }
 
 #[tokio::test]
-async fn retryable_error_with_the_budget_spent_fails_the_job() {
+async fn retryable_error_with_the_budget_spent_discards_the_job() {
     let app = spawn_app_with(false).await;
     let server = peer(502).await;
     let id = enqueue_ping(&app, &server.uri()).await;
-    sqlx::query("UPDATE apalis.jobs SET attempts = max_attempts - 1 WHERE id = $1")
+    sqlx::query("UPDATE jobs SET attempt = max_attempts - 1 WHERE id = $1")
         .bind(&id)
         .execute(&app.db.pool)
         .await
         .unwrap();
     let workers = Workers::start(&app.db.pool, test_worker_settings("budget"));
     let job = app
-        .wait_for_job(&id, WAIT, |j| settled(j, &["failed"], "failed"))
+        .wait_for_job(&id, WAIT, |j| settled(j, &["discarded"], "discarded"))
         .await;
-    assert_eq!(job["status"], "failed");
+    assert_eq!(job["status"], "discarded");
     assert_eq!(job["attempts"], job["max_attempts"]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
@@ -119,7 +119,7 @@ async fn retry_survives_a_worker_restart_mid_backoff() {
 
     let first = Workers::start(&app.db.pool, test_worker_settings("first"));
     let job = app
-        .wait_for_job(&id, WAIT, |j| settled(j, &["retry_scheduled"], "retrying"))
+        .wait_for_job(&id, WAIT, |j| settled(j, &["retry_scheduled"], "retryable"))
         .await;
     first.stop().await;
     let scheduled = time(&job["run_at"]);
@@ -129,7 +129,7 @@ async fn retry_survives_a_worker_restart_mid_backoff() {
     let second = Workers::start(&app.db.pool, second_settings);
     let job = app
         .wait_for_job(&id, WAIT, |j| {
-            settled(j, &["retry_scheduled", "done"], "done")
+            settled(j, &["retry_scheduled", "completed"], "completed")
         })
         .await;
     let retry = &job["attempt_history"][1];
@@ -138,28 +138,28 @@ async fn retry_survives_a_worker_restart_mid_backoff() {
         "retry waited for its run time"
     );
     assert!(retry["worker"].as_str().unwrap().starts_with(&second_name));
-    assert_eq!(job["status"], "done");
+    assert_eq!(job["status"], "completed");
     second.stop().await;
     app.stop().await;
 }
 
 #[tokio::test]
-async fn undecodable_payload_is_killed_not_retried() {
+async fn undecodable_payload_is_discarded_not_retried() {
     let app = spawn_app().await;
     sqlx::query(
-        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
-         VALUES ($1, 'demo.ping', convert_to('{\"v\":1,\"payload\":{\"uri\":3}}', 'UTF8'), 'Pending', 0, 10, now(), 0)",
+        "INSERT INTO jobs (id, queue, payload, state, attempt, max_attempts, run_at, priority)
+         VALUES ($1, 'demo.ping', convert_to('{\"v\":1,\"payload\":{\"uri\":3}}', 'UTF8'), 'available', 0, 10, now(), 0)",
     )
     .bind(ulid::Ulid::generate().to_string())
     .execute(&app.db.pool)
     .await
     .unwrap();
-    let id: String = sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE job_type = 'demo.ping'")
+    let id: String = sqlx::query_scalar("SELECT id FROM jobs WHERE queue = 'demo.ping'")
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
     let job = app
-        .wait_for_job(&id, WAIT, |j| settled(j, &["killed"], "killed"))
+        .wait_for_job(&id, WAIT, |j| settled(j, &["discarded"], "discarded"))
         .await;
     let error = job["attempt_history"][0]["error"].as_str().unwrap();
     assert!(
@@ -173,7 +173,7 @@ async fn undecodable_payload_is_killed_not_retried() {
 async fn enqueue_commits_or_rolls_back_with_the_callers_transaction() {
     let db = TestDb::new().await;
     let count = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM apalis.jobs")
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs")
             .fetch_one(&db.pool)
             .await
             .unwrap()
@@ -207,30 +207,30 @@ async fn a_worker_restarting_under_its_name_takes_back_the_jobs_it_held() {
     let id = enqueue_ping(&app, &server.uri()).await;
     let settings = test_worker_settings("restarted");
     // What a worker that lost its database mid-job leaves behind: its registration and
-    // the row still locked under its name, which apalis reuses when it restarts it.
+    // the row still running under its name, which the worker reuses when it restarts.
     let worker = format!("{}:demo.ping", settings.process_name);
+    sqlx::query("INSERT INTO job_workers (name, queue, last_seen) VALUES ($1, 'demo.ping', now())")
+        .bind(&worker)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
     sqlx::query(
-        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
-         VALUES ($1, 'demo.ping', 'syncline', '', now())",
-    )
-    .bind(&worker)
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Running', lock_by = $2, lock_at = now() WHERE id = $1",
+        "UPDATE jobs SET state = 'running', locked_by = $2, locked_at = now(), attempt = 1
+         WHERE id = $1",
     )
     .bind(&id)
-    .bind(format!("{}:demo.ping", settings.process_name))
+    .bind(&worker)
     .execute(&app.db.pool)
     .await
     .unwrap();
 
     let workers = Workers::start(&app.db.pool, settings);
     let job = app
-        .wait_for_job(&id, WAIT, |j| settled(j, &["done"], "done"))
+        .wait_for_job(&id, WAIT, |j| {
+            settled(j, &["crashed", "completed"], "completed")
+        })
         .await;
-    assert_eq!(job["status"], "done");
+    assert_eq!(job["status"], "completed");
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
     workers.stop().await;
     app.stop().await;

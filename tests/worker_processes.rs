@@ -18,7 +18,7 @@ use nix::{
 };
 use serde_json::Value;
 use syncline::{
-    job_admin,
+    job_ops,
     tenancy::{self, IntegrationKind, Name},
 };
 use syncline_jobs::{
@@ -46,7 +46,7 @@ impl WorkProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_syncline"))
             .arg("work")
             .env("DATABASE_URL", &db.url)
-            .env("SYNCLINE_WORKER_HEARTBEAT_SECS", "1")
+            .env("SYNCLINE_WORKER_HEARTBEAT_MS", "1000")
             .env("SYNCLINE_WORKER_POLL_MS", "100")
             .env("SYNCLINE_SHUTDOWN_GRACE_SECS", "10")
             .env("RUST_LOG", "warn")
@@ -143,11 +143,13 @@ async fn slow_first_peer(first_delay: Duration) -> MockServer {
 }
 
 async fn status_of(db: &TestDb, id: &str) -> String {
-    job_admin::show(&db.pool, id)
+    job_ops::show(&db.pool, id)
         .await
         .unwrap()
         .expect("job exists")
-        .status
+        .job
+        .state
+        .to_string()
 }
 
 #[tokio::test]
@@ -160,10 +162,11 @@ async fn a_surviving_worker_takes_over_the_jobs_of_a_killed_one() {
         peer.received_requests().await.unwrap().len() == 1
     })
     .await;
-    let dead_worker = job_admin::show(&db.pool, &id)
+    let dead_worker = job_ops::show(&db.pool, &id)
         .await
         .unwrap()
         .unwrap()
+        .job
         .locked_by;
 
     first.signal(Signal::SIGKILL);
@@ -171,13 +174,13 @@ async fn a_surviving_worker_takes_over_the_jobs_of_a_killed_one() {
     let killed_at = Instant::now();
     let _second = WorkProcess::start(&db);
     wait_until(Duration::from_secs(30), || async {
-        status_of(&db, &id).await == "done"
+        status_of(&db, &id).await == "completed"
     })
     .await;
     let recovery = killed_at.elapsed();
 
-    let job = job_admin::show(&db.pool, &id).await.unwrap().unwrap();
-    assert_ne!(job.locked_by, dead_worker, "finished by another worker");
+    let job = job_ops::show(&db.pool, &id).await.unwrap().unwrap();
+    assert_ne!(job.job.locked_by, dead_worker, "finished by another worker");
     assert_eq!(peer.received_requests().await.unwrap().len(), 2);
     assert!(
         recovery < Duration::from_secs(30),
@@ -203,10 +206,10 @@ async fn sigterm_finishes_in_flight_jobs_and_takes_no_new_ones() {
     let exit = worker.wait_exit(Duration::from_secs(15));
 
     assert!(exit.success(), "clean exit after draining: {exit:?}");
-    assert_eq!(status_of(&db, &in_flight).await, "done");
+    assert_eq!(status_of(&db, &in_flight).await, "completed");
     assert_eq!(
         status_of(&db, &late).await,
-        "pending",
+        "available",
         "nothing new taken after SIGTERM"
     );
 }
@@ -223,7 +226,7 @@ async fn a_worker_serves_its_own_metrics_on_the_metrics_address() {
     let noop = enqueue_now(&db, &Noop::default()).await;
     let ping = enqueue_now(&db, &Ping { url: peer.uri() }).await;
     wait_until(Duration::from_secs(20), || async {
-        status_of(&db, &noop).await == "done" && status_of(&db, &ping).await == "killed"
+        status_of(&db, &noop).await == "completed" && status_of(&db, &ping).await == "discarded"
     })
     .await;
 
@@ -238,7 +241,7 @@ async fn a_worker_serves_its_own_metrics_on_the_metrics_address() {
     };
     // This process's own counters, which no API process has.
     assert_eq!(
-        value(r#"syncline_job_attempts_total{queue="demo.noop",outcome="done"}"#),
+        value(r#"syncline_job_attempts_total{queue="demo.noop",outcome="completed"}"#),
         Some(1.0),
         "{metrics}"
     );
@@ -247,7 +250,7 @@ async fn a_worker_serves_its_own_metrics_on_the_metrics_address() {
         Some(1.0)
     );
     assert_eq!(
-        value(r#"syncline_jobs{queue="demo.ping",status="killed"}"#),
+        value(r#"syncline_jobs{queue="demo.ping",status="discarded"}"#),
         Some(1.0)
     );
 

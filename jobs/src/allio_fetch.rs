@@ -1,7 +1,8 @@
 //! `allio.fetch`: for one integration, takes new ADD/MOD tasks (status 1 while in flight),
 //! asks ALLIO for the objects (`POST {base}/{entity}/list`, up to 100 ids a request,
 //! paced to the shared per-IP rate), upserts them into the CRM schema, and sets each
-//! task to 2, or to 3 with the error once no retry is left.
+//! task to 2, or to 3 with the error once no retry is left. Claims are fair between
+//! integrations: one integration's backlog does not hold up another's fetches.
 
 use std::time::Duration;
 
@@ -56,6 +57,11 @@ pub async fn enqueue_fetch(
 impl Job for Fetch {
     const QUEUE: &'static str = "allio.fetch";
     const DEDUPE_ONLY_WHILE_WAITING: bool = true;
+    const FAIR: bool = true;
+
+    fn fair_key(&self) -> Option<String> {
+        Some(self.integration_id.to_string())
+    }
 
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         let mut conn = ctx.pool.acquire().await?;
@@ -87,9 +93,8 @@ impl Job for Fetch {
             }
         }
         if work.len() as i64 >= TASKS_PER_RUN {
-            let mut tx = ctx.pool.begin().await?;
-            enqueue_fetch(&mut tx, self.integration_id).await?;
-            tx.commit().await?;
+            // More may be waiting: run again at once, with the attempt given back.
+            return Err(JobError::snooze(Duration::ZERO));
         }
         Ok(())
     }

@@ -26,6 +26,13 @@ pub struct Apply {
 
 impl Job for Apply {
     const QUEUE: &'static str = "ergonode.apply";
+    /// A full synchronization of one integration (thousands of events) must not hold up
+    /// another integration's updates.
+    const FAIR: bool = true;
+
+    fn fair_key(&self) -> Option<String> {
+        Some(self.integration_id.to_string())
+    }
 
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         let kind = Kind::parse(&self.kind)

@@ -21,6 +21,19 @@ use core::schedule::Schedule;
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// Installs what the database needs from this release's Rust constants: the
+/// change-log trigger's function, which enqueues webhook deliveries.
+pub async fn install(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    use core::{Job, store::queue};
+    use webhook_deliver::Deliver;
+    let delivery = queue::ChangeLogDelivery {
+        queue: Deliver::QUEUE,
+        version: Deliver::VERSION,
+        max_attempts: Deliver::POLICY.max_attempts,
+    };
+    queue::install_change_log_trigger(pool, &delivery).await
+}
+
 /// Every job kind this release knows, and every periodic job, wired into a worker set.
 pub fn register_all(set: WorkerSet) -> WorkerSet {
     let sweep_at = set.settings.allio_sweep_at;

@@ -44,6 +44,11 @@ impl WireItem {
 impl Job for Reconcile {
     const QUEUE: &'static str = "favourites.reconcile";
     const DEDUPE_ONLY_WHILE_WAITING: bool = true;
+    const FAIR: bool = true;
+
+    fn fair_key(&self) -> Option<String> {
+        Some(self.source_id.to_string())
+    }
 
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         let user = UserId::parse(&self.user_id).map_err(|e| JobError::permanent(e.to_string()))?;

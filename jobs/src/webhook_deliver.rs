@@ -41,8 +41,14 @@ pub struct Deliver {
 impl Job for Deliver {
     const QUEUE: &'static str = "webhook.deliver";
     const DEDUPE_ONLY_WHILE_WAITING: bool = true;
+    /// One slow or failing receiver's backlog must not hold up other webhooks.
+    const FAIR: bool = true;
+
+    fn fair_key(&self) -> Option<String> {
+        Some(self.webhook_id.to_string())
+    }
     /// PROTOCOLS.md §3: 30s, 1m, 2m, 4m, 8m, 15m, 30m, 1h, 2h, 4h, 8h, then stop.
-    /// (The change-log trigger in migrations writes the same `max_attempts`.)
+    /// (The change-log trigger is written from these constants: see `crate::install`.)
     const POLICY: RetryPolicy = RetryPolicy {
         delays: &[
             secs(30),
@@ -70,9 +76,7 @@ impl Job for Deliver {
             Lease::Inactive => return Ok(()),
             Lease::Busy => {
                 // Another delivery is in flight: come back when it is likely done.
-                self.again_in(&mut conn, chrono::Duration::seconds(1))
-                    .await?;
-                return Ok(());
+                return Err(JobError::snooze(Duration::from_secs(1)));
             }
         };
         let (changes, up_to) = feed::page(
@@ -89,8 +93,7 @@ impl Job for Deliver {
             // Changes may wait behind an older transaction still running (the page only
             // shows finished ones): look again soon rather than leave them stranded.
             if feed::any_after(&mut conn, target.tenant, &target.entities, target.position).await? {
-                self.again_in(&mut conn, chrono::Duration::milliseconds(200))
-                    .await?;
+                return Err(JobError::snooze(Duration::from_millis(200)));
             }
             return Ok(());
         }
@@ -120,11 +123,8 @@ impl Job for Deliver {
             None => {
                 webhooks::delivered(&mut conn, self.webhook_id, up_to, &attempt).await?;
                 if count as i64 == BATCH {
-                    let options = EnqueueOptions {
-                        dedupe_key: Some(self.webhook_id.to_string()),
-                        ..Default::default()
-                    };
-                    enqueue(&mut conn, &self, options).await?;
+                    // A full batch: more changes may wait; send them next.
+                    return Err(JobError::snooze(Duration::ZERO));
                 }
                 Ok(())
             }
@@ -134,22 +134,6 @@ impl Job for Deliver {
                 Err(JobError::retryable(error))
             }
         }
-    }
-}
-
-impl Deliver {
-    /// Queues this delivery again after `delay` (unless one is already waiting).
-    async fn again_in(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        delay: chrono::Duration,
-    ) -> Result<(), EnqueueError> {
-        let options = EnqueueOptions {
-            run_at: Some(Utc::now() + delay),
-            dedupe_key: Some(self.webhook_id.to_string()),
-        };
-        enqueue(conn, self, options).await?;
-        Ok(())
     }
 }
 

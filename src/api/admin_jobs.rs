@@ -15,10 +15,8 @@ use syncline_jobs::{
 use uuid::Uuid;
 
 use super::{AppState, Tag, auth::AdminAuth, error::ApiError};
-use crate::{
-    job_admin,
-    job_ops::{self, JobFilter},
-};
+use crate::job_ops::{self, JobFilter};
+use syncline_jobs::core::store::operator::Filter;
 
 #[derive(Object)]
 pub struct BulkRequest {
@@ -64,16 +62,8 @@ pub struct QueueStatsView {
     pub failure_rate_last_hour: f64,
 }
 
-fn checked(filter: JobFilter) -> Result<JobFilter, ApiError> {
-    match &filter.status {
-        Some(status) if !job_ops::STATUSES.contains(&status.as_str()) => {
-            Err(ApiError::bad_request(format!(
-                "status must be one of {}",
-                job_ops::STATUSES.join(", ")
-            )))
-        }
-        _ => Ok(filter),
-    }
+fn checked(filter: JobFilter) -> Result<Filter, ApiError> {
+    Filter::try_from(filter).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 async fn bulk(
@@ -124,7 +114,8 @@ pub struct AttemptView {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration_ms: i64,
-    /// `done`, `retry_scheduled`, `failed` (budget spent) or `killed` (permanent error).
+    /// `completed`, `retry_scheduled`, `snoozed` (run again later, attempt given
+    /// back), `discarded` (permanent error or budget spent), `crashed` (its worker died).
     pub outcome: String,
     pub error: Option<String>,
     pub next_run_at: Option<DateTime<Utc>>,
@@ -135,10 +126,14 @@ pub struct AttemptView {
 pub struct JobView {
     pub id: String,
     pub queue: String,
-    /// `pending`, `scheduled`, `running`, `retrying`, `failed`, `killed` or `done`.
+    /// `available`, `scheduled`, `running`, `retryable`, `completed`, `cancelled` or
+    /// `discarded`.
     pub status: String,
+    /// Attempts started so far.
     pub attempts: i32,
     pub max_attempts: i32,
+    /// Times the job was taken back from a worker that died while running it.
+    pub recoveries: i32,
     /// When the job runs next (or last became due).
     pub run_at: DateTime<Utc>,
     pub locked_by: Option<String>,
@@ -148,18 +143,20 @@ pub struct JobView {
     pub attempt_history: Vec<AttemptView>,
 }
 
-impl From<job_admin::JobDetails> for JobView {
-    fn from(d: job_admin::JobDetails) -> Self {
+impl From<job_ops::JobDetails> for JobView {
+    fn from(d: job_ops::JobDetails) -> Self {
+        let job = d.job;
         Self {
-            id: d.id,
-            queue: d.queue,
-            status: d.status,
-            attempts: d.attempts,
-            max_attempts: d.max_attempts,
-            run_at: d.run_at,
-            locked_by: d.locked_by,
-            done_at: d.done_at,
-            last_error: d.last_error,
+            status: job.state.to_string(),
+            id: job.id,
+            queue: job.queue,
+            attempts: job.attempt,
+            max_attempts: job.max_attempts,
+            recoveries: job.recoveries,
+            run_at: job.run_at,
+            locked_by: job.locked_by,
+            done_at: job.finished_at,
+            last_error: job.last_error,
             payload: d.payload,
             attempt_history: d
                 .history
@@ -277,17 +274,21 @@ impl AdminJobsApi {
                     counts: q
                         .counts
                         .into_iter()
-                        .map(|(status, count)| StatusCount { status, count })
+                        .map(|(status, count)| StatusCount {
+                            status: status.to_string(),
+                            count,
+                        })
                         .collect(),
-                    oldest_pending_seconds: q.oldest_pending_secs,
+                    oldest_pending_seconds: q.oldest_due_secs,
                     attempts_last_hour: q.attempts_last_hour,
                 })
                 .collect(),
         ))
     }
 
-    /// Replay failed and killed jobs matching the filter: fresh attempt budget, due now,
-    /// history kept, reason stored. Jobs in other states are left alone (idempotent).
+    /// Replay discarded and cancelled jobs matching the filter: fresh attempt budget, due
+    /// now, history kept, reason stored. Jobs in other states are left alone
+    /// (idempotent).
     #[oai(path = "/replay", method = "post")]
     async fn replay(
         &self,
@@ -298,8 +299,9 @@ impl AdminJobsApi {
         bulk(&state, body.0, job_ops::Action::Replay).await
     }
 
-    /// Cancel waiting jobs (pending, scheduled, retrying) matching the filter; running
-    /// jobs finish.
+    /// Cancel jobs that have not ended (available, scheduled, retryable, running)
+    /// matching the filter: they become `cancelled` and their de-duplication key is free
+    /// again. A running attempt is not interrupted, but its result is only recorded.
     #[oai(path = "/cancel", method = "post")]
     async fn cancel(
         &self,
@@ -318,7 +320,7 @@ impl AdminJobsApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<JobView>, ApiError> {
-        job_admin::show(&state.pool, &id.0)
+        job_ops::show(&state.pool, &id.0)
             .await?
             .map(|d| Json(d.into()))
             .ok_or_else(|| ApiError::not_found(format!("no job `{}`", id.0)))

@@ -1,5 +1,5 @@
 //! A small read-only dashboard at `/admin/` (server-rendered HTML, no build step): job
-//! counts per queue and the latest failed and killed jobs, each with a replay button.
+//! counts per queue and the latest discarded jobs, each with a replay button.
 //! Protected like the admin API: `Authorization: Bearer <admin token>`, or HTTP Basic
 //! with the admin token as password (so a browser can sign in). The replay form carries
 //! a token derived from the admin token, so other sites cannot submit it.
@@ -17,9 +17,10 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::{
-    job_ops::{self, Action, JobFilter},
+    job_ops::{self, Action},
     secrets,
 };
+use syncline_jobs::core::{JobState, store::operator::Filter};
 
 /// The admin token from a Bearer or Basic (password) header.
 fn presented_token(req: &Request) -> Option<String> {
@@ -99,7 +100,7 @@ pub async fn page(req: &Request, state: Data<&AppState>) -> Response {
     for q in &stats {
         let counts: Vec<String> = q.counts.iter().map(|(s, n)| format!("{s}: {n}")).collect();
         let oldest = q
-            .oldest_pending_secs
+            .oldest_due_secs
             .map_or_else(|| "–".into(), |s| format!("{s:.0} s"));
         let _ = write!(
             html,
@@ -111,7 +112,7 @@ pub async fn page(req: &Request, state: Data<&AppState>) -> Response {
         );
     }
     html.push_str(
-        "</table><h2>Failed and killed jobs</h2><table id=\"failed\"><tr><th>job</th><th>queue</th>\
+        "</table><h2>Discarded jobs</h2><table id=\"failed\"><tr><th>job</th><th>queue</th>\
          <th>status</th><th>attempts</th><th>last error</th><th></th></tr>",
     );
     let token = form_token(&state);
@@ -137,17 +138,11 @@ pub async fn page(req: &Request, state: Data<&AppState>) -> Response {
 }
 
 async fn failed_jobs(state: &AppState) -> Result<Vec<job_ops::JobSummary>, sqlx::Error> {
-    let mut jobs = Vec::new();
-    for status in ["failed", "killed"] {
-        let filter = JobFilter {
-            status: Some(status.into()),
-            ..JobFilter::default()
-        };
-        jobs.extend(job_ops::list(&state.pool, &filter, None, 50).await?);
-    }
-    jobs.sort_by(|a, b| b.id.cmp(&a.id));
-    jobs.truncate(50);
-    Ok(jobs)
+    let filter = Filter {
+        state: Some(JobState::Discarded),
+        ..Filter::default()
+    };
+    job_ops::list(&state.pool, &filter, None, 50).await
 }
 
 #[derive(Deserialize)]
@@ -177,9 +172,9 @@ pub async fn replay(req: &Request, state: Data<&AppState>, form: Form<ReplayForm
             "a reason of 1 to 500 characters is required",
         );
     }
-    let filter = JobFilter {
+    let filter = Filter {
         ids: vec![form.job_id.clone()],
-        ..JobFilter::default()
+        ..Filter::default()
     };
     match job_ops::apply(&state.pool, &filter, Action::Replay, reason).await {
         Ok(_) => Response::builder()

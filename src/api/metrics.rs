@@ -36,7 +36,7 @@ pub async fn render(pool: Data<&PgPool>) -> Response {
                     out,
                     "syncline_queue_oldest_due_seconds{{queue=\"{}\"}} {}",
                     q.queue,
-                    q.oldest_pending_secs.unwrap_or(0.0)
+                    q.oldest_due_secs.unwrap_or(0.0)
                 );
             }
         }

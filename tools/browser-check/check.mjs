@@ -1,7 +1,8 @@
 // Drives a running hub's /admin/ dashboard in headless Chromium: a job that failed
-// permanently is listed with its (escaped) error, its Replay button runs it again, and
-// the admin API then shows it done. Prints one PASS or FAIL line per step; exits 1 on
-// the first failure. Started by ./run, which provides the environment below.
+// permanently (discarded) is listed with its (escaped) error, its Replay button runs it
+// again, and the admin API then shows it completed. Prints one PASS or FAIL line per
+// step; exits 1 on the first failure. Started by ./run, which provides the environment
+// below.
 //
 //   HUB_URL       the hub's API, e.g. http://127.0.0.1:41234
 //   ADMIN_TOKEN   SYNCLINE_ADMIN_TOKEN of that hub
@@ -61,7 +62,8 @@ async function admin(method, route, body) {
   return json;
 }
 
-const FINAL = ["done", "failed", "killed"];
+// Job states no worker leaves (only an operator's replay does).
+const FINAL = ["completed", "cancelled", "discarded"];
 
 async function waitForJob(id, wanted, seconds) {
   const until = Date.now() + seconds * 1000;
@@ -96,8 +98,8 @@ async function main() {
   let jobId;
   await step("a ping to a refusing peer fails permanently", async () => {
     jobId = (await admin("POST", "/admin/jobs/ping", { url: peer.url })).job_id;
-    const job = await waitForJob(jobId, "killed", 30);
-    return `job ${jobId} killed: ${job.last_error}`;
+    const job = await waitForJob(jobId, "discarded", 30);
+    return `job ${jobId} discarded: ${job.last_error}`;
   });
 
   await step("Chromium starts headless", async () => {
@@ -138,15 +140,15 @@ async function main() {
   page.setDefaultTimeout(20_000);
   const row = () => page.locator("#failed tr", { hasText: jobId });
 
-  await step("signed in, the dashboard lists the queues and the killed job with its error", async () => {
+  await step("signed in, the dashboard lists the queues and the discarded job with its error", async () => {
     const response = await page.goto(new URL("/admin/", hub).href);
     ensure(response.status() === 200, `answered ${response.status()}`);
     ensure((await page.title()) === "syncline jobs", `title is ${await page.title()}`);
     const queue = page.locator("#queues tr", { hasText: "demo.ping" });
     ensure((await queue.count()) === 1, "no demo.ping row in the queues table");
-    ensure((await row().count()) === 1, "the killed job is not listed");
+    ensure((await row().count()) === 1, "the discarded job is not listed");
     const text = await row().innerText();
-    ensure(text.includes("killed"), `row reads ${JSON.stringify(text)}`);
+    ensure(text.includes("discarded"), `row reads ${JSON.stringify(text)}`);
     // The peer's markup is shown as text, never rendered.
     ensure(text.includes("HTTP 400: <b>refused</b>"), `row reads ${JSON.stringify(text)}`);
     ensure((await page.locator("#failed b").count()) === 0, "the peer's markup was rendered");
@@ -161,17 +163,17 @@ async function main() {
       page.waitForURL((url) => url.pathname === "/admin/"),
       row().getByRole("button", { name: "Replay" }).click(),
     ]);
-    const job = await waitForJob(jobId, "done", 30);
+    const job = await waitForJob(jobId, "completed", 30);
     const outcomes = job.attempt_history.map((a) => a.outcome);
     ensure(
-      JSON.stringify(outcomes) === JSON.stringify(["killed", "done"]),
+      JSON.stringify(outcomes) === JSON.stringify(["discarded", "completed"]),
       `attempt history ${JSON.stringify(outcomes)}`,
     );
     ensure(peer.state.requests === 2, `the peer saw ${peer.state.requests} requests`);
     return `job ${jobId}: ${outcomes.join(" → ")}`;
   });
 
-  await step("after the replay the dashboard no longer lists the job as failed", async () => {
+  await step("after the replay the dashboard no longer lists the job as discarded", async () => {
     await page.reload();
     ensure((await row().count()) === 0, "the job is still listed");
     await page.screenshot({ path: path.join(outDir, "dashboard-replayed.png"), fullPage: true });

@@ -1,22 +1,15 @@
-//! syncline's apalis backend for one queue: the same `apalis.jobs` table and worker
-//! registry as apalis-postgres, with a cheaper hot path.
+//! syncline's apalis backend for one queue, on our own job table ([`super::store`]).
 //!
-//! apalis-postgres spends three transactions on every batch of jobs: a fetch that marks
-//! them `Queued`, a lock that marks them `Running`, and an acknowledgement that checks
-//! row ownership under `FOR UPDATE` before writing results decoded from one JSON array.
-//! Each of those is `BEGIN`, a statement and `COMMIT`: three round trips, and each row
-//! is rewritten three times. Here a fetch is one statement that claims a batch straight
-//! into `Running` (`FOR UPDATE SKIP LOCKED`), and an acknowledgement is one statement
-//! over arrays for every result waiting in the channel. Both run in autocommit, so a
-//! batch costs two round trips and each row two updates.
-//!
-//! Everything else (the event channel from the worker's middleware, heartbeats, the
-//! shutdown hand-back of buffered jobs) is apalis-core's [`Persisted`] state machine,
-//! and orphaned or abandoned jobs go back through apalis-postgres's own queries, so
-//! processes running either backend share the table safely.
+//! A fetch is one statement that claims a batch straight into `running` (`FOR UPDATE
+//! SKIP LOCKED`, round robin over fair keys for fair queues). Results do not come back
+//! through here: the handler hands them to the process's acknowledgement writer
+//! (`super::acker`), so claims and acknowledgements do not take turns. apalis-core's
+//! [`Persisted`] state machine still drives registration, fetching and the shutdown
+//! hand-back of claimed jobs that never started.
 
 use std::{
     marker::PhantomData,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -31,95 +24,57 @@ use apalis_core::{
     task::{Task, builder::TaskBuilder, status::Status, task_id::TaskId},
     worker::context::WorkerContext,
 };
-use apalis_postgres::{Error, queries};
+use apalis_postgres::Error;
 use serde_json::Value;
 use sqlx::PgPool;
 use ulid::Ulid;
 
-use super::wakeup::WakeFlag;
+use super::{
+    store::worker::{self as store, ClaimRules, Claimed},
+    wakeup::WakeFlag,
+};
 
-/// The worker registry's `storage_name` for workers on this backend.
-const STORAGE_NAME: &str = "syncline";
-
-/// Claims up to `$3` due jobs of queue `$2` for worker `$1` in one statement.
-const CLAIM: &str = "
-    WITH due AS (
-        SELECT id FROM apalis.jobs
-        WHERE job_type = $2
-          AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
-          AND run_at < now()
-        ORDER BY priority DESC, run_at ASC
-        LIMIT $3
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE apalis.jobs j
-    SET status = 'Running', lock_by = $1, lock_at = now()
-    FROM due
-    WHERE j.id = due.id
-    RETURNING j.id, j.job, j.attempts, j.max_attempts, j.priority,
-              EXTRACT(EPOCH FROM j.run_at)::bigint AS run_at";
-
-/// Writes the results of a batch; a row another worker has taken over since (after a
-/// missed heartbeat) is left alone.
-const ACKNOWLEDGE: &str = "
-    UPDATE apalis.jobs j
-    SET status = r.status, attempts = r.attempt, last_result = r.result, done_at = now()
-    FROM unnest($1::text[], $2::text[], $3::int[], $4::jsonb[]) AS r(id, status, attempt, result)
-    WHERE j.id = r.id AND j.lock_by = $5";
-
-/// A worker that registers holds no jobs yet; rows still locked under its name were
-/// left by an earlier run of it (apalis restarts a worker under the same name after its
-/// backend failed, e.g. while the database was down) and go back to the queue.
-const RELEASE_OWN: &str = "
-    UPDATE apalis.jobs
-    SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL,
-        attempts = attempts + 1,
-        last_result = '{\"Err\": \"Re-enqueued: its worker restarted.\"}'::jsonb
-    WHERE lock_by = $1 AND status IN ('Queued', 'Running')";
-
-const REGISTER: &str = "
-    INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
-    VALUES ($1, $2, $3, $4, now())
-    ON CONFLICT (id) DO UPDATE SET
-        worker_type = EXCLUDED.worker_type,
-        storage_name = EXCLUDED.storage_name,
-        layers = EXCLUDED.layers,
-        last_seen = now()";
-
-/// How a queue is worked: the knobs apalis-postgres's `Config` has, minus its switches
-/// for locking and result persistence (this backend always does both, its own way).
+/// How a queue is worked.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
     pub queue: &'static str,
     pub batch_size: usize,
+    /// apalis's own liveness tick; the rows in `job_workers` are kept by the process's
+    /// heartbeat task (see `runner`).
     pub heartbeat: Duration,
-    pub missed_heartbeats: usize,
+    pub orphaned_after: Duration,
+    pub max_recoveries: u32,
+    pub rules: ClaimRules,
     /// Raised by the worker's [`super::wakeup::QueueWake`] when a wake-up arrives.
     pub woken: WakeFlag,
-}
-
-impl QueueConfig {
-    /// A worker silent for this long is dead and its jobs go back to the queue.
-    fn orphaned_after(&self) -> Duration {
-        self.heartbeat * self.missed_heartbeats as u32
-    }
 }
 
 #[derive(Debug, Clone)]
 struct QueueStore {
     pool: PgPool,
     config: QueueConfig,
+    /// The last fair key this worker served: the next claim starts after it.
+    pivot: Arc<Mutex<String>>,
 }
 
 impl QueueStore {
     async fn claim(&self, worker: &WorkerContext) -> Result<Vec<Task<Vec<u8>>>, Error> {
-        let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM)
-            .bind(worker.name())
-            .bind(self.config.queue)
-            .bind(i32::try_from(self.config.batch_size).unwrap_or(i32::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(ClaimedRow::into_task).collect()
+        let pivot = self.pivot.lock().map(|p| p.clone()).unwrap_or_default();
+        let rows = store::claim(
+            &self.pool,
+            worker.name(),
+            self.config.queue,
+            self.config.batch_size,
+            self.config.rules,
+            &pivot,
+        )
+        .await?;
+        if let Some(last) = rows.iter().filter_map(|r| r.fair_key.as_ref()).max()
+            && let Ok(mut pivot) = self.pivot.lock()
+        {
+            pivot.clone_from(last);
+        }
+        rows.into_iter().map(into_task).collect()
     }
 }
 
@@ -129,54 +84,34 @@ impl Persistence for QueueStore {
     type Error = Error;
 
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
-        let orphaned_after = self.config.orphaned_after().as_secs();
-        let mut tx = self.pool.begin().await?;
-        queries::reenqueue_orphaned(&mut *tx, self.config.queue, orphaned_after).await?;
-        let released = sqlx::query(RELEASE_OWN)
-            .bind(worker.name())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if released > 0 {
+        store::heartbeat(&self.pool, &[(worker.name().to_owned(), self.config.queue)]).await?;
+        // Rows still running under this name were left by an earlier run of this worker
+        // (apalis restarts a worker under the same name after its backend failed).
+        let queues = store::take_back_orphans(
+            &self.pool,
+            self.config.orphaned_after,
+            self.config.max_recoveries,
+            Some(worker.name()),
+        )
+        .await?;
+        if !queues.is_empty() {
             tracing::warn!(
                 worker = worker.name(),
-                released,
-                "re-queued jobs this worker held before it restarted"
+                "took back jobs this worker held before it restarted"
             );
+            store::wake(&self.pool, &queues).await?;
         }
-        sqlx::query(REGISTER)
-            .bind(worker.name())
-            .bind(self.config.queue)
-            .bind(STORAGE_NAME)
-            .bind(worker.get_service())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok(())
     }
 
-    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
-        let orphaned_after = self.config.orphaned_after().as_secs();
-        let mut tx = self.pool.begin().await?;
-        queries::keep_alive(&mut *tx, self.config.queue, worker).await?;
-        let recovered =
-            queries::reenqueue_orphaned(&mut *tx, self.config.queue, orphaned_after).await?;
-        tx.commit().await?;
-        if recovered > 0 {
-            tracing::info!(
-                queue = self.config.queue,
-                recovered,
-                "took back jobs from a dead worker"
-            );
-        }
+    async fn heartbeat(&mut self, _: &WorkerContext) -> Result<(), Error> {
         Ok(())
     }
 
     async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Vec<u8>>>, Error> {
         // Wake-ups before this claim are answered by it. One that arrives while it runs
         // may be for a job committed too late for it to see, and apalis would not claim
-        // again until the next wake-up: claim once more. (Once: the state machine
-        // neither heartbeats nor acknowledges while a claim is in flight.)
+        // again until the next wake-up: claim once more.
         self.config.woken.take();
         let tasks = self.claim(worker).await?;
         if tasks.is_empty() && self.config.woken.take() {
@@ -185,23 +120,12 @@ impl Persistence for QueueStore {
         Ok(tasks)
     }
 
+    /// Results go through the process's acknowledgement writer, not apalis's events.
     async fn handle_events(
         &mut self,
-        events: Vec<TaskEvent<Value>>,
-        worker: &WorkerContext,
+        _: Vec<TaskEvent<Value>>,
+        _: &WorkerContext,
     ) -> Result<(), Error> {
-        let results = Results::from_events(events);
-        if results.ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(ACKNOWLEDGE)
-            .bind(&results.ids)
-            .bind(&results.statuses)
-            .bind(&results.attempts)
-            .bind(&results.results)
-            .bind(worker.name())
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 
@@ -214,77 +138,35 @@ impl Persistence for QueueStore {
             .iter()
             .filter_map(|t| t.task_id().map(ToString::to_string))
             .collect();
-        let mut conn = self.pool.acquire().await?;
-        queries::reenqueue_abandoned(&mut *conn, self.config.queue, worker.name(), &ids).await
+        Ok(store::hand_back(&self.pool, worker.name(), &ids).await?)
     }
 
+    /// Jobs are enqueued with `core::enqueue`, inside the caller's transaction.
     async fn push_tasks(&mut self, tasks: Vec<Task<Vec<u8>>>) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
-        queries::push_tasks(&mut *tx, self.config.queue, tasks).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct ClaimedRow {
-    id: String,
-    job: Vec<u8>,
-    attempts: i32,
-    max_attempts: i32,
-    priority: i32,
-    run_at: i64,
-}
-
-impl ClaimedRow {
-    fn into_task(self) -> Result<Task<Vec<u8>>, Error> {
-        let id = Ulid::from_string(&self.id).map_err(|e| {
-            Error::TaskIdError(apalis_core::task::task_id::TaskIdError::Decode(
-                e.to_string(),
-            ))
-        })?;
-        Ok(TaskBuilder::new(self.job)
-            .task_id(TaskId::from_ulid(id))
-            .status(Status::Running)
-            .attempt(usize::try_from(self.attempts).unwrap_or_default())
-            .max_attempts(usize::try_from(self.max_attempts).unwrap_or_default())
-            .priority(usize::try_from(self.priority).unwrap_or_default())
-            .run_at_timestamp(u64::try_from(self.run_at).unwrap_or_default())
-            .build())
-    }
-}
-
-/// Job results as the column arrays `ACKNOWLEDGE` takes.
-#[derive(Default)]
-struct Results {
-    ids: Vec<String>,
-    statuses: Vec<String>,
-    attempts: Vec<i32>,
-    results: Vec<Value>,
-}
-
-impl Results {
-    fn from_events(events: Vec<TaskEvent<Value>>) -> Self {
-        let mut results = Self::default();
-        for event in events {
-            // Lock events never come (fetch already locks); others are not emitted
-            // by apalis's persistence middleware today.
-            let TaskEvent::Complete(done) = event else {
-                continue;
-            };
-            let result = match done.result {
-                Ok(value) => serde_json::json!({ "Ok": value }),
-                Err(error) => serde_json::json!({ "Err": error }),
-            };
-            results.ids.push(done.task_id.to_string());
-            results.statuses.push(done.status.to_string());
-            results
-                .attempts
-                .push(i32::try_from(done.attempt).unwrap_or(i32::MAX));
-            results.results.push(result);
+        if tasks.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Database(sqlx::Error::Protocol(
+                "push through syncline_jobs::core::enqueue".into(),
+            )))
         }
-        results
     }
+}
+
+fn into_task(row: Claimed) -> Result<Task<Vec<u8>>, Error> {
+    let id = Ulid::from_string(&row.id).map_err(|e| {
+        Error::TaskIdError(apalis_core::task::task_id::TaskIdError::Decode(
+            e.to_string(),
+        ))
+    })?;
+    // The claim counted this attempt; apalis counts it again as it starts the task.
+    let before_this_one = usize::try_from(row.attempt - 1).unwrap_or_default();
+    Ok(TaskBuilder::new(row.payload)
+        .task_id(TaskId::from_ulid(id))
+        .status(Status::Running)
+        .attempt(before_this_one)
+        .max_attempts(usize::try_from(row.max_attempts).unwrap_or_default())
+        .build())
 }
 
 /// An apalis backend for one queue on [`QueueStore`]; build workers on it exactly as on
@@ -301,6 +183,7 @@ impl<Args> JobStore<Args> {
             persistence: Persisted::new(QueueStore {
                 pool: pool.clone(),
                 config,
+                pivot: Arc::default(),
             }),
             codec: JsonCodec::default(),
             _args: PhantomData,
@@ -353,7 +236,7 @@ impl<Args> BackendConfig for JobStore<Args> {
         let batch_size = self.persistence.config.batch_size;
         self.persistence
             .layer(JsonCodec::<Value>::default(), batch_size)
-            .persist_results(true)
+            .persist_results(false)
             .lock_tasks(false)
     }
 }

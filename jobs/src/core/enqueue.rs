@@ -1,9 +1,7 @@
 //! Enqueueing inside the caller's transaction.
 //!
-//! apalis's own sink opens its own transaction, so a request that stores a row and
-//! enqueues its job would have a window where the row exists and the job does not.
-//! We write the apalis job row ourselves on the caller's connection instead: both
-//! commit or neither does.
+//! A request that stores a row and enqueues its job writes both in its own transaction:
+//! both commit or neither does (apalis's own sink would open a transaction of its own).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -11,6 +9,7 @@ use sqlx::PgConnection;
 use super::{
     job::{Envelope, Job},
     notifier::PendingWakeup,
+    store::queue::{self, NewJob},
 };
 
 #[derive(Debug, Default, Clone)]
@@ -18,6 +17,7 @@ pub struct EnqueueOptions {
     /// Run no earlier than this; now when unset.
     pub run_at: Option<DateTime<Utc>>,
     /// At most one job per queue carries a given key; a second enqueue is a no-op.
+    /// Cancelling a job frees its key.
     pub dedupe_key: Option<String>,
 }
 
@@ -59,32 +59,23 @@ pub async fn enqueue_deferred<J: Job>(
     Ok((id, PendingWakeup(J::QUEUE)))
 }
 
-/// `wakeup` is the transaction-local `syncline.wakeup` setting the insert trigger reads;
-/// setting it in the same statement saves a round trip.
 async fn insert<J: Job>(
     conn: &mut PgConnection,
     job: &J,
     options: EnqueueOptions,
-    wakeup: &str,
+    wakeup: &'static str,
 ) -> Result<Option<String>, EnqueueError> {
-    let id = ulid::Ulid::generate().to_string();
     let payload = Envelope::encode(job)?;
-    let inserted = sqlx::query_scalar::<_, String>(
-        "INSERT INTO apalis.jobs
-             (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key)
-         SELECT $1, $2, $3, 'Pending', 0, $4, COALESCE($5, now()), 0, $6
-         FROM (SELECT set_config('syncline.wakeup', $7, true)) AS wakeup
-         ON CONFLICT (job_type, idempotency_key) DO NOTHING
-         RETURNING id",
-    )
-    .bind(&id)
-    .bind(J::QUEUE)
-    .bind(payload)
-    .bind(J::POLICY.max_attempts as i32)
-    .bind(options.run_at)
-    .bind(options.dedupe_key)
-    .bind(wakeup)
-    .fetch_optional(conn)
-    .await?;
-    Ok(inserted)
+    // Fair queues claim by key; a job without one shares the empty key.
+    let fair_key = J::FAIR.then(|| job.fair_key().unwrap_or_default());
+    let new = NewJob {
+        queue: J::QUEUE,
+        payload: &payload,
+        max_attempts: J::POLICY.max_attempts,
+        run_at: options.run_at,
+        dedupe_key: options.dedupe_key.as_deref(),
+        fair_key: fair_key.as_deref(),
+        wakeup,
+    };
+    Ok(queue::insert(conn, new).await?)
 }

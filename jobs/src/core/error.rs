@@ -11,6 +11,9 @@ pub enum ErrorKind {
     Retryable { retry_after: Option<Duration> },
     /// Another attempt cannot succeed (bad payload, 4xx, revoked credentials...).
     Permanent,
+    /// Not a failure: run the job again after `after` without using an attempt (e.g. a
+    /// resource it needs is busy).
+    Snooze { after: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +34,11 @@ impl JobError {
 
     pub fn permanent(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Permanent, message)
+    }
+
+    /// Run again after `after`; the attempt is given back.
+    pub fn snooze(after: Duration) -> Self {
+        Self::new(ErrorKind::Snooze { after }, "snoozed")
     }
 
     fn new(kind: ErrorKind, message: impl Into<String>) -> Self {

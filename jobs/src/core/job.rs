@@ -19,6 +19,14 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// enqueue with the same key makes a new job: de-duplication holds only while the
     /// job waits (for jobs whose run may already have read stale state).
     const DEDUPE_ONLY_WHILE_WAITING: bool = false;
+    /// When true, claims share the queue round robin between [`Job::fair_key`]s (a
+    /// tenant, an integration), so one key's backlog cannot starve the others.
+    const FAIR: bool = false;
+
+    /// Whose job this is, for fair claiming (used when [`Job::FAIR`] is set).
+    fn fair_key(&self) -> Option<String> {
+        None
+    }
 
     fn run(self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
 }

@@ -1,20 +1,20 @@
 //! Wake-ups sent after commit, batched per process.
 //!
-//! apalis's insert trigger notifies inside the inserting transaction, and Postgres holds
+//! The jobs table's insert trigger notifies inside the inserting transaction, and Postgres holds
 //! a cluster-wide lock on its notification queue from a notifying transaction's
 //! pre-commit until its commit record is flushed: under a stream of requests, each
 //! commit waits for the previous one's fsync. Intake routes therefore enqueue with the
 //! trigger switched off for their transaction ([`super::enqueue::enqueue_deferred`]) and
 //! hand the queue to this process's [`Notifier`] once committed. It sends one
 //! notification per queue for everything handed over meanwhile, in one statement that
-//! writes nothing, in the payload shape the workers' listener reads.
+//! writes nothing.
 
 use std::collections::BTreeSet;
 
 use futures::{StreamExt, channel::mpsc};
 use sqlx::PgPool;
 
-use super::wakeup::CHANNEL;
+use super::store::worker::wake;
 
 #[derive(Clone)]
 pub struct Notifier {
@@ -45,20 +45,12 @@ impl Notifier {
 
 async fn notify_batches(pool: PgPool, mut pending: mpsc::UnboundedReceiver<&'static str>) {
     while let Some(first) = pending.next().await {
-        let mut queues = BTreeSet::from([first]);
+        let mut queues = BTreeSet::from([first.to_owned()]);
         while let Ok(queue) = pending.try_recv() {
-            queues.insert(queue);
+            queues.insert(queue.to_owned());
         }
-        let queues: Vec<&str> = queues.into_iter().collect();
-        let sent = sqlx::query(
-            "SELECT pg_notify($1, json_build_object('job_type', queue)::text)
-             FROM unnest($2::text[]) AS queue",
-        )
-        .bind(CHANNEL)
-        .bind(&queues)
-        .execute(&pool)
-        .await;
-        if let Err(e) = sent {
+        let queues: Vec<String> = queues.into_iter().collect();
+        if let Err(e) = wake(&pool, &queues).await {
             tracing::warn!(error = %e, ?queues, "wake-up not sent; workers will poll");
         }
     }

@@ -144,18 +144,18 @@ fn excerpt(body: &str) -> String {
     )
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date.
+/// `Retry-After` as delay-seconds or an HTTP date, cut to the longest delay allowed.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+        return Some(super::delay::clamp(Duration::from_secs(seconds)));
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = when
         .signed_duration_since(chrono::Utc::now())
         .to_std()
         .ok()?;
-    Some(wait)
+    Some(super::delay::clamp(wait))
 }
 
 #[cfg(test)]

@@ -44,8 +44,9 @@ pub async fn acquire(
     Ok(wait)
 }
 
-/// Pushes the next slot of `key` at least `by` into the future (after a 429).
+/// Pushes the next slot of `key` at least `by` (clamped) into the future (after a 429).
 pub async fn slow_down(pool: &PgPool, key: &str, by: Duration) -> Result<(), sqlx::Error> {
+    let by = super::delay::clamp(by);
     sqlx::query(
         "INSERT INTO rate_limits AS r (key, tat) VALUES ($1, clock_timestamp() + $2 * interval '1 millisecond')
          ON CONFLICT (key) DO UPDATE

@@ -1,18 +1,20 @@
 //! Runs job kinds on apalis workers: one apalis worker per queue per process, woken by
-//! LISTEN/NOTIFY and a slow poll (for retries coming due), with our retry semantics
-//! layered on top of apalis-postgres.
+//! LISTEN/NOTIFY and a slow poll (for retries coming due), on our own job table
+//! ([`super::store`]).
 //!
-//! apalis-postgres re-fetches a failed job whose `attempts < max_attempts` as soon as its
-//! `run_at` has passed, and its acknowledgement never moves `run_at`. So on a retryable
-//! error we move `run_at` to now + the policy's delay before handing the error back:
-//! the retry is durable and waits for its time. Permanent errors are returned as
-//! `AbortError` (status `Killed`), which apalis never re-fetches.
+//! apalis runs the handler; the handler decides what the attempt means ([`Verdict`]:
+//! completed, retry at T, snoozed, discarded), catching panics, and hands that to the
+//! process's [`Acker`]. apalis itself is told every attempt succeeded and persists
+//! nothing. Liveness is ours too: one heartbeat task per process keeps all its workers
+//! registered for as long as the process runs — through a shutdown drain as well — and
+//! takes back the jobs of workers that stopped heart-beating.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use apalis_core::backend::ext::poll_strategy::PollWith;
 use chrono::Utc;
+use futures::FutureExt;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -26,17 +28,20 @@ const SCHEDULER_TICK: Duration = Duration::from_secs(1);
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 use super::{
-    attempts::{AttemptLog, AttemptRecord, Outcome},
+    acker::Acker,
     backend::{JobStore, QueueConfig},
-    error::ErrorKind,
+    delay,
+    error::{ErrorKind, JobError},
     job::{Envelope, Job, JobContext, PartnerSettings},
+    policy::RetryPolicy,
     schedule::{self, Schedule},
+    store::worker::{self as store, AttemptOutcome, ClaimRules, Finished},
     wakeup::{WakeFlag, Wakeups},
 };
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// Unique per process; apalis uses it to tell live workers from dead ones.
+    /// Unique per process; workers are named `<process>:<queue>`.
     pub process_name: String,
     /// Jobs of one queue running at once in this process.
     pub concurrency: usize,
@@ -45,9 +50,11 @@ pub struct WorkerSettings {
     /// Fallback poll for jobs whose run time comes due (NOTIFY covers new ones).
     pub poll_interval: Duration,
     /// Heartbeat period; a worker silent for `heartbeat * missed_heartbeats` is dead and
-    /// its jobs go back to the queue.
+    /// its running jobs are taken back (checked at every heartbeat of every process).
     pub heartbeat: Duration,
-    pub missed_heartbeats: usize,
+    pub missed_heartbeats: u32,
+    /// A job taken back from dead workers this many times is discarded.
+    pub max_recoveries: u32,
     /// Time limit for each outbound HTTP call.
     pub http_timeout: Duration,
     /// How long in-flight jobs may take to finish after a shutdown signal.
@@ -71,8 +78,9 @@ impl WorkerSettings {
             concurrency: 32,
             batch_size: 32,
             poll_interval: Duration::from_millis(500),
-            heartbeat: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(2),
             missed_heartbeats: 4,
+            max_recoveries: 3,
             http_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             retention_days: 7,
@@ -82,13 +90,18 @@ impl WorkerSettings {
             partners: PartnerSettings::default(),
         }
     }
+
+    /// A worker silent for this long is dead.
+    pub fn orphaned_after(&self) -> Duration {
+        self.heartbeat * self.missed_heartbeats.max(1)
+    }
 }
 
 struct Shared {
     retry_delay_scale: f64,
     pool: PgPool,
     http: reqwest::Client,
-    attempts: AttemptLog,
+    acker: Acker,
     partners: PartnerSettings,
 }
 
@@ -99,23 +112,25 @@ pub struct WorkerSet {
     writer: tokio::task::JoinHandle<()>,
     schedules: Vec<Schedule>,
     wakeups: Wakeups,
+    /// `(worker name, queue)` of every worker, for the heartbeat.
+    workers: Vec<(String, &'static str)>,
     pub settings: WorkerSettings,
 }
 
 impl WorkerSet {
     pub fn new(pool: PgPool, settings: WorkerSettings) -> Self {
-        let (attempts, writer) = AttemptLog::start(pool.clone());
+        let (acker, writer) = Acker::start(pool.clone());
         let shared = Arc::new(Shared {
             http: super::outbound::client(settings.http_timeout),
             pool,
-            attempts,
+            acker,
             partners: settings.partners.clone(),
             retry_delay_scale: settings.retry_delay_scale,
         });
-        // apalis ends a worker whose backend fails (a heartbeat, fetch or acknowledgement
-        // that cannot reach the database); without a restart the queue would stay
-        // unserved for the life of the process. The restarted worker keeps its name, so
-        // registering again takes back the jobs its failed run held (see `JobStore`).
+        // apalis ends a worker whose backend fails (a claim that cannot reach the
+        // database); without a restart the queue would stay unserved for the life of
+        // the process. The restarted worker keeps its name, so registering again takes
+        // back the jobs its failed run held (see `JobStore`).
         let monitor = Monitor::new()
             .shutdown_timeout(settings.shutdown_grace)
             .should_restart(|worker, error| {
@@ -131,6 +146,7 @@ impl WorkerSet {
             writer,
             schedules: Vec::new(),
             wakeups: Wakeups::default(),
+            workers: Vec::new(),
             settings,
         }
     }
@@ -148,22 +164,27 @@ impl WorkerSet {
         let settings = self.settings.clone();
         let wakeups = self.wakeups.clone();
         let name = format!("{}:{}", settings.process_name, J::QUEUE);
+        self.workers.push((name.clone(), J::QUEUE));
         self.monitor = self.monitor.register(move |restarts| {
             let pause = if restarts == 0 {
                 Duration::ZERO
             } else {
                 RESTART_PAUSE
             };
-            let pool = &shared.pool;
             let woken = WakeFlag::default();
             let wake = wakeups.subscribe(J::QUEUE, settings.poll_interval, woken.clone());
             let storage = JobStore::<serde_json::Value>::new(
-                pool,
+                &shared.pool,
                 QueueConfig {
                     queue: J::QUEUE,
                     batch_size: settings.batch_size,
                     heartbeat: settings.heartbeat,
-                    missed_heartbeats: settings.missed_heartbeats,
+                    orphaned_after: settings.orphaned_after(),
+                    max_recoveries: settings.max_recoveries,
+                    rules: ClaimRules {
+                        release_dedupe_key: J::DEDUPE_ONLY_WHILE_WAITING,
+                        fair: J::FAIR,
+                    },
                     woken,
                 },
             );
@@ -181,7 +202,7 @@ impl WorkerSet {
     }
 
     /// Runs until `shutdown` resolves, then lets in-flight jobs finish (up to the grace
-    /// period) and flushes the attempt history.
+    /// period), writes their acknowledgements, and only then stops heart-beating.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let schedules = if self.settings.scheduler {
@@ -203,13 +224,55 @@ impl WorkerSet {
             let _ = stop.send(true);
             Ok(())
         };
-        let listener = tokio::spawn(self.wakeups.listen(self.shared.pool.clone()));
+        let pool = self.shared.pool.clone();
+        let heart = tokio::spawn(beat(
+            pool.clone(),
+            self.workers.clone(),
+            self.settings.clone(),
+        ));
+        let listener = tokio::spawn(self.wakeups.listen(pool.clone()));
         let result = self.monitor.run_with_signal(signal).await;
         listener.abort();
         let _ = scheduler.await;
         drop(self.shared);
         let _ = self.writer.await;
+        heart.abort();
+        let names: Vec<String> = self.workers.into_iter().map(|(name, _)| name).collect();
+        if let Err(e) = store::retire(&pool, &names).await {
+            tracing::warn!(error = %e, "could not deregister workers; they will be seen as dead");
+        }
         result.map_err(|e| anyhow::anyhow!("workers stopped with an error: {e}"))
+    }
+}
+
+/// The process's heartbeat: keeps every worker of the process registered, and takes
+/// back running jobs of workers (of any process) not seen for the orphan window.
+async fn beat(pool: PgPool, workers: Vec<(String, &'static str)>, settings: WorkerSettings) {
+    let mut tick = tokio::time::interval(settings.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = store::heartbeat(&pool, &workers).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+            continue;
+        }
+        let taken = store::take_back_orphans(
+            &pool,
+            settings.orphaned_after(),
+            settings.max_recoveries,
+            None,
+        )
+        .await;
+        match taken {
+            Ok(queues) if !queues.is_empty() => {
+                tracing::info!(?queues, "took back jobs from dead workers");
+                if let Err(e) = store::wake(&pool, &queues).await {
+                    tracing::warn!(error = %e, "wake-up after takeover not sent");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not check for dead workers"),
+        }
     }
 }
 
@@ -238,62 +301,95 @@ async fn handle<J: Job>(
         tenant = tracing::field::Empty,
     );
     let started_at = Utc::now();
-    if J::DEDUPE_ONLY_WHILE_WAITING {
-        release_dedupe_key(&shared.pool, &job_id).await;
-    }
     let timer = std::time::Instant::now();
-    let result = super::outbound::CALLING_QUEUE
-        .scope(J::QUEUE, async {
-            Envelope::<J>::decode(args)?.run(ctx).await
-        })
+    // A panic anywhere in the job is this attempt's failure, not the worker's.
+    let run = super::outbound::CALLING_QUEUE.scope(J::QUEUE, async {
+        Envelope::<J>::decode(args)?.run(ctx).await
+    });
+    let result = AssertUnwindSafe(run)
+        .catch_unwind()
         .instrument(span.clone())
-        .await;
+        .await
+        .unwrap_or_else(|panic| Err(JobError::retryable(panic_message(panic.as_ref()))));
     let took = timer.elapsed();
 
-    let (outcome, next_run_at, returned) = match result {
-        Ok(()) => (Outcome::Done, None, Ok(())),
-        Err(error) => match error.kind {
-            ErrorKind::Permanent => (
-                Outcome::Killed,
-                None,
-                Err(Box::new(AbortError::new(error.clone())) as BoxDynError),
-            ),
-            ErrorKind::Retryable { retry_after } => {
-                match J::POLICY.next_delay(attempt, retry_after) {
-                    None => (Outcome::Failed, None, Err(error.clone().into())),
-                    Some(delay) => {
-                        let delay = delay.mul_f64(shared.retry_delay_scale);
-                        let next = schedule_retry(&shared.pool, &job_id, delay).await;
-                        (Outcome::RetryScheduled, next, Err(error.clone().into()))
-                    }
-                }
-            }
-        },
-    };
-    let error = returned
-        .as_ref()
-        .err()
-        .map(|e| match e.downcast_ref::<AbortError>() {
-            Some(_) => e.source().map_or_else(|| e.to_string(), |s| s.to_string()),
-            None => e.to_string(),
-        });
-    span.in_scope(|| match &error {
-        None => tracing::debug!("job done"),
-        Some(e) => tracing::warn!(outcome = outcome.as_str(), error = %e, "job attempt failed"),
+    let verdict = Verdict::of(result, attempt, &J::POLICY, shared.retry_delay_scale);
+    span.in_scope(|| match &verdict.error {
+        None => tracing::debug!(outcome = verdict.outcome.as_str(), "job attempt finished"),
+        Some(e) => {
+            tracing::warn!(outcome = verdict.outcome.as_str(), error = %e, "job attempt failed")
+        }
     });
-    super::metrics::attempt(J::QUEUE, outcome.as_str(), took);
-    shared.attempts.record(AttemptRecord {
+    super::metrics::attempt(J::QUEUE, verdict.outcome.as_str(), took);
+    shared.acker.send(Finished {
         job_id,
         queue: J::QUEUE,
-        attempt,
         worker: worker.name().to_owned(),
+        attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+        outcome: verdict.outcome,
+        run_in: verdict.run_in,
+        error: verdict.error,
         started_at,
         finished_at: Utc::now(),
-        outcome,
-        error,
-        next_run_at,
     });
-    returned
+    Ok(())
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("the job panicked: {text}")
+}
+
+/// What an attempt's result means for its job: a pure function of the result, the
+/// attempt number and the job kind's policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub outcome: AttemptOutcome,
+    /// When to run again (retries and snoozes).
+    pub run_in: Option<Duration>,
+    pub error: Option<String>,
+}
+
+impl Verdict {
+    pub fn of(
+        result: Result<(), JobError>,
+        attempt: u32,
+        policy: &RetryPolicy,
+        delay_scale: f64,
+    ) -> Verdict {
+        let error = match result {
+            Ok(()) => {
+                return Verdict {
+                    outcome: AttemptOutcome::Completed,
+                    run_in: None,
+                    error: None,
+                };
+            }
+            Err(error) => error,
+        };
+        let (outcome, run_in) = match error.kind {
+            ErrorKind::Snooze { after } => (AttemptOutcome::Snoozed, Some(delay::clamp(after))),
+            ErrorKind::Permanent => (AttemptOutcome::Discarded, None),
+            ErrorKind::Retryable { retry_after } => {
+                match policy.next_delay(attempt, retry_after.map(delay::clamp)) {
+                    None => (AttemptOutcome::Discarded, None),
+                    Some(wait) => (
+                        AttemptOutcome::RetryScheduled,
+                        Some(delay::scaled(wait, delay_scale)),
+                    ),
+                }
+            }
+        };
+        Verdict {
+            outcome,
+            run_in,
+            error: (outcome != AttemptOutcome::Snoozed).then_some(error.message),
+        }
+    }
 }
 
 /// Names on the running job's span the tenant it works for, so the job's later log lines
@@ -319,35 +415,4 @@ pub async fn record_integration(
         record_tenant(tenant);
     }
     Ok(())
-}
-
-async fn release_dedupe_key(pool: &PgPool, job_id: &str) {
-    let released = sqlx::query("UPDATE apalis.jobs SET idempotency_key = NULL WHERE id = $1")
-        .bind(job_id)
-        .execute(pool)
-        .await;
-    if let Err(e) = released {
-        tracing::warn!(job_id, error = %e, "could not release the de-duplication key");
-    }
-}
-
-/// Moves the job's next run time; returns it, or `None` if the database refused (the job
-/// then runs again as soon as apalis sees it, which is safe but early).
-async fn schedule_retry(
-    pool: &PgPool,
-    job_id: &str,
-    delay: Duration,
-) -> Option<chrono::DateTime<Utc>> {
-    let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-    sqlx::query_scalar(
-        "UPDATE apalis.jobs SET run_at = now() + $2 * interval '1 millisecond'
-         WHERE id = $1 RETURNING run_at",
-    )
-    .bind(job_id)
-    .bind(millis as f64)
-    .fetch_optional(pool)
-    .await
-    .inspect_err(|e| tracing::error!(job_id, error = %e, "could not schedule retry"))
-    .ok()
-    .flatten()
 }

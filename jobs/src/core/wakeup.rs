@@ -15,12 +15,10 @@ use std::{
 
 use apalis_core::backend::ext::poll_strategy::{PollSnapshot, PollStrategy};
 use futures::{StreamExt, channel::mpsc};
-use serde::Deserialize;
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::time::{Interval, MissedTickBehavior};
 
-/// The channel apalis's insert trigger notifies.
-pub(super) const CHANNEL: &str = "apalis::job::insert";
+use super::store::WAKE_CHANNEL;
 
 type Subscribers = Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<()>>>>>;
 
@@ -81,11 +79,6 @@ impl WakeFlag {
     }
 }
 
-#[derive(Deserialize)]
-struct Inserted {
-    job_type: String,
-}
-
 impl Wakeups {
     /// What wakes a worker of `queue`, polling every `poll_interval` besides; `flag` is
     /// the one its backend reads.
@@ -123,16 +116,13 @@ impl Wakeups {
         loop {
             match PgListener::connect_with(&pool).await {
                 Ok(mut listener) => {
-                    if let Err(e) = listener.listen(CHANNEL).await {
+                    if let Err(e) = listener.listen(WAKE_CHANNEL).await {
                         tracing::warn!(error = %e, "LISTEN failed");
                     } else {
                         self.wake(None);
+                        // The payload is the queue's name.
                         while let Ok(notification) = listener.recv().await {
-                            if let Ok(inserted) =
-                                serde_json::from_str::<Inserted>(notification.payload())
-                            {
-                                self.wake(Some(&inserted.job_type));
-                            }
+                            self.wake(Some(notification.payload()));
                         }
                         tracing::warn!("job notifications interrupted; reconnecting");
                     }
