@@ -97,17 +97,18 @@ impl Allio {
         loop {
             let open = self.count("SELECT count(*) FROM allio_tasks WHERE status IN (0, 1) AND command NOT LIKE '%\\_DEL'").await;
             let busy = self
-                .count("SELECT count(*) FROM apalis.jobs WHERE job_type LIKE 'allio.%' AND status IN ('Pending', 'Queued', 'Running')")
+                .count("SELECT count(*) FROM jobs WHERE queue LIKE 'allio.%' AND state IN ('available', 'scheduled', 'running')")
                 .await;
             let retrying = self
-                .count("SELECT count(*) FROM apalis.jobs WHERE job_type LIKE 'allio.%' AND status = 'Failed' AND attempts < max_attempts")
+                .count(
+                    "SELECT count(*) FROM jobs WHERE queue LIKE 'allio.%' AND state = 'retryable'",
+                )
                 .await;
             if open == 0 && busy == 0 && retrying == 0 {
                 return;
             }
             sqlx::query(
-                "UPDATE apalis.jobs SET run_at = now()
-                 WHERE job_type LIKE 'allio.%' AND status = 'Failed' AND attempts < max_attempts",
+                "UPDATE jobs SET run_at = now() WHERE queue LIKE 'allio.%' AND state = 'retryable'",
             )
             .execute(&self.app.db.pool)
             .await
@@ -135,7 +136,7 @@ async fn valid_webhook_is_stored_once_with_its_ingest_job() {
     );
     assert_eq!(a.count("SELECT count(*) FROM allio_webhook").await, 1);
     assert_eq!(
-        a.count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'allio.ingest'")
+        a.count("SELECT count(*) FROM jobs WHERE queue = 'allio.ingest'")
             .await,
         1
     );
@@ -204,7 +205,7 @@ async fn invalid_webhooks_get_4xx_and_store_nothing() {
         "inactive integration"
     );
     assert_eq!(a.count("SELECT count(*) FROM allio_webhook").await, 0);
-    assert_eq!(a.count("SELECT count(*) FROM apalis.jobs").await, 0);
+    assert_eq!(a.count("SELECT count(*) FROM jobs").await, 0);
     a.app.stop().await;
 }
 
@@ -451,7 +452,7 @@ async fn delete_sweep_removes_deleted_entities_once_a_day() {
     }
     workers.stop().await;
     assert_eq!(
-        a.count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'allio.delete_sweep'")
+        a.count("SELECT count(*) FROM jobs WHERE queue = 'allio.delete_sweep'")
             .await,
         1
     );
@@ -484,7 +485,7 @@ async fn delete_sweep_deletes_nothing_with_the_switch_off() {
     let job = a
         .app
         .wait_for_job(body["job_id"].as_str().unwrap(), WAIT, |j| {
-            j["status"] == "done"
+            j["status"] == "completed"
         })
         .await;
     workers.stop().await;

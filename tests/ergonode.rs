@@ -81,7 +81,7 @@ impl Ergonode {
         let start = Instant::now();
         loop {
             let open: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'")
+                sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state <> 'completed'")
                     .fetch_one(&self.app.db.pool)
                     .await
                     .unwrap();
@@ -228,7 +228,7 @@ async fn bad_tokens_are_401_with_ergonode_errors() {
         assert_eq!(answer["retryable"], false, "{case}");
         assert!(answer["custom_message"].as_str().unwrap().len() <= 256);
     }
-    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
         .fetch_one(&e.app.db.pool)
         .await
         .unwrap();
@@ -316,7 +316,7 @@ async fn invalid_payloads_are_4xx_not_retryable() {
         assert_eq!(answer["retryable"], false, "{answer}");
         assert!(answer["custom_message"].is_string());
     }
-    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
         .fetch_one(&e.app.db.pool)
         .await
         .unwrap();

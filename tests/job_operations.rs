@@ -1,4 +1,4 @@
-//! Operators on a bad day: list failed jobs, replay them in bulk by filter, cancel
+//! Operators on a bad day: list discarded jobs, replay them in bulk by filter, cancel
 //! scheduled retries, read per-queue stats — through the admin API with real workers.
 
 mod common;
@@ -24,7 +24,7 @@ fn ids(page: &Value) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn killed_jobs_are_listed_with_their_error_and_bulk_replay_fixes_them() {
+async fn discarded_jobs_are_listed_with_their_error_and_bulk_replay_fixes_them() {
     let app = spawn_app().await;
     let server = peer(400).await;
     let mut failed = Vec::new();
@@ -35,25 +35,25 @@ async fn killed_jobs_are_listed_with_their_error_and_bulk_replay_fixes_them() {
         .admin_json(Method::POST, "/admin/jobs/noop", Value::Null)
         .await;
     for id in &failed {
-        app.wait_for_job(id, WAIT, |j| j["status"] == "killed")
+        app.wait_for_job(id, WAIT, |j| j["status"] == "discarded")
             .await;
     }
     app.wait_for_job(ok["job_id"].as_str().unwrap(), WAIT, |j| {
-        j["status"] == "done"
+        j["status"] == "completed"
     })
     .await;
 
     let (status, page) = app
         .admin_json(
             Method::GET,
-            "/admin/jobs?status=killed&queue=demo.ping",
+            "/admin/jobs?status=discarded&queue=demo.ping",
             Value::Null,
         )
         .await;
     assert_eq!(status, 200);
     let mut listed = ids(&page);
     listed.reverse();
-    assert_eq!(listed, failed, "newest first, only the killed pings");
+    assert_eq!(listed, failed, "newest first, only the discarded pings");
     assert_eq!(page["jobs"][0]["last_error"], "HTTP 400");
     // Absent, not null: the document does not allow null for these.
     assert_eq!(page.get("next_before"), None, "a last page: {page}");
@@ -68,7 +68,7 @@ async fn killed_jobs_are_listed_with_their_error_and_bulk_replay_fixes_them() {
         .mount(&server)
         .await;
     let since = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
-    let filter = json!({ "queue": "demo.ping", "status": "killed", "since": since });
+    let filter = json!({ "queue": "demo.ping", "status": "discarded", "since": since });
     let (_, dry) = app
         .admin_json(
             Method::POST,
@@ -87,8 +87,10 @@ async fn killed_jobs_are_listed_with_their_error_and_bulk_replay_fixes_them() {
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["count"], 3);
     for id in &failed {
-        let job = app.wait_for_job(id, WAIT, |j| j["status"] == "done").await;
-        assert_eq!(outcomes(&job), ["killed", "done"], "history kept");
+        let job = app
+            .wait_for_job(id, WAIT, |j| j["status"] == "completed")
+            .await;
+        assert_eq!(outcomes(&job), ["discarded", "completed"], "history kept");
     }
     let reasons: Vec<String> =
         sqlx::query_scalar("SELECT reason FROM job_operator_actions WHERE action = 'replay'")
@@ -96,7 +98,7 @@ async fn killed_jobs_are_listed_with_their_error_and_bulk_replay_fixes_them() {
             .await
             .unwrap();
     assert_eq!(reasons, vec!["partner fixed its auth"; 3]);
-    // Replaying again touches nothing: they are done.
+    // Replaying again touches nothing: they are completed.
     let (_, again) = app
         .admin_json(
             Method::POST,
@@ -109,7 +111,7 @@ async fn killed_jobs_are_listed_with_their_error_and_bulk_replay_fixes_them() {
 }
 
 #[tokio::test]
-async fn replaying_a_pending_job_does_nothing() {
+async fn replaying_an_available_job_does_nothing() {
     let app = spawn_app_with(false).await;
     let (_, body) = app
         .admin_json(Method::POST, "/admin/jobs/noop", Value::Null)
@@ -123,7 +125,7 @@ async fn replaying_a_pending_job_does_nothing() {
         )
         .await;
     assert_eq!(result["count"], 0);
-    assert_eq!(app.job(id).await["status"], "pending");
+    assert_eq!(app.job(id).await["status"], "available");
     app.stop().await;
 }
 
@@ -133,7 +135,7 @@ async fn cancel_stops_a_scheduled_retry() {
     let server = peer(503).await;
     let id = enqueue_ping(&app, &server.uri()).await;
     let workers = Workers::start(&app.db.pool, test_worker_settings("ops"));
-    app.wait_for_job(&id, WAIT, |j| j["status"] == "retrying")
+    app.wait_for_job(&id, WAIT, |j| j["status"] == "retryable")
         .await;
     let (status, result) = app
         .admin_json(
@@ -144,7 +146,7 @@ async fn cancel_stops_a_scheduled_retry() {
         .await;
     assert_eq!((status, result["count"].as_i64()), (200, Some(1)));
     // Even once its retry time has passed, it does not run again.
-    sqlx::query("UPDATE apalis.jobs SET run_at = now() WHERE id = $1")
+    sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1")
         .bind(&id)
         .execute(&app.db.pool)
         .await
@@ -152,7 +154,7 @@ async fn cancel_stops_a_scheduled_retry() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     workers.stop().await;
     let job = app.job(&id).await;
-    assert_eq!(job["status"], "killed");
+    assert_eq!(job["status"], "cancelled");
     assert!(
         job["last_error"]
             .as_str()
@@ -173,7 +175,7 @@ async fn cancel_stops_a_scheduled_retry() {
         .clone();
     assert_eq!(
         ping_stats["counts"],
-        json!([{ "status": "killed", "count": 1 }])
+        json!([{ "status": "cancelled", "count": 1 }])
     );
     assert_eq!(ping_stats["attempts_last_hour"], 1);
     assert_eq!(ping_stats["failure_rate_last_hour"], 1.0);

@@ -40,28 +40,30 @@ async fn metrics_reflect_job_transitions_calls_and_requests() {
         .admin_json(Method::POST, "/admin/jobs/noop", Value::Null)
         .await;
     let ping = ping["job_id"].as_str().unwrap().to_owned();
-    app.wait_for_job(&ping, Duration::from_secs(20), |j| j["status"] == "killed")
-        .await;
+    app.wait_for_job(&ping, Duration::from_secs(20), |j| {
+        j["status"] == "discarded"
+    })
+    .await;
     app.wait_for_job(
         noop["job_id"].as_str().unwrap(),
         Duration::from_secs(20),
-        |j| j["status"] == "done",
+        |j| j["status"] == "completed",
     )
     .await;
 
     let m = scrape(&app).await;
     assert_eq!(
-        value(&m, r#"syncline_jobs{queue="demo.ping",status="killed"}"#),
+        value(&m, r#"syncline_jobs{queue="demo.ping",status="discarded"}"#),
         Some(1.0)
     );
     assert_eq!(
-        value(&m, r#"syncline_jobs{queue="demo.noop",status="done"}"#),
+        value(&m, r#"syncline_jobs{queue="demo.noop",status="completed"}"#),
         Some(1.0)
     );
     assert_eq!(
         value(
             &m,
-            r#"syncline_job_attempts_total{queue="demo.ping",outcome="killed"}"#
+            r#"syncline_job_attempts_total{queue="demo.ping",outcome="discarded"}"#
         ),
         Some(1.0)
     );
@@ -100,15 +102,17 @@ async fn metrics_reflect_job_transitions_calls_and_requests() {
         )
         .await;
     assert_eq!(status, 200);
-    app.wait_for_job(&ping, Duration::from_secs(20), |j| j["status"] == "done")
-        .await;
+    app.wait_for_job(&ping, Duration::from_secs(20), |j| {
+        j["status"] == "completed"
+    })
+    .await;
     let m = scrape(&app).await;
     assert_eq!(
-        value(&m, r#"syncline_jobs{queue="demo.ping",status="done"}"#),
+        value(&m, r#"syncline_jobs{queue="demo.ping",status="completed"}"#),
         Some(1.0)
     );
     assert_eq!(
-        value(&m, r#"syncline_jobs{queue="demo.ping",status="killed"}"#),
+        value(&m, r#"syncline_jobs{queue="demo.ping",status="discarded"}"#),
         None
     );
     assert_eq!(

@@ -81,18 +81,16 @@ impl Setup {
     }
 
     async fn reconcile_jobs(&self) -> Vec<String> {
-        sqlx::query_scalar(
-            "SELECT id FROM apalis.jobs WHERE job_type = 'favourites.reconcile' ORDER BY id",
-        )
-        .fetch_all(&self.app.db.pool)
-        .await
-        .unwrap()
+        sqlx::query_scalar("SELECT id FROM jobs WHERE queue = 'favourites.reconcile' ORDER BY id")
+            .fetch_all(&self.app.db.pool)
+            .await
+            .unwrap()
     }
 
     async fn waiting_reconciles(&self) -> i64 {
         sqlx::query_scalar(
-            "SELECT count(*) FROM apalis.jobs
-             WHERE job_type = 'favourites.reconcile' AND status IN ('Pending', 'Queued', 'Running')",
+            "SELECT count(*) FROM jobs
+             WHERE queue = 'favourites.reconcile' AND state IN ('available', 'scheduled', 'running')",
         )
         .fetch_one(&self.app.db.pool)
         .await
@@ -153,8 +151,8 @@ impl Setup {
             if job["status"] == status {
                 return job;
             }
-            if job["status"] == "retrying" {
-                sqlx::query("UPDATE apalis.jobs SET run_at = now() WHERE id = $1")
+            if job["status"] == "retryable" {
+                sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1")
                     .bind(id)
                     .execute(&self.app.db.pool)
                     .await
@@ -186,7 +184,7 @@ async fn reconcile_converges_both_sides_and_a_second_run_changes_nothing() {
     let workers = Workers::start(&s.app.db.pool, test_worker_settings("reconcile"));
     let first = s.reconcile_jobs().await;
     assert_eq!(first.len(), 1, "linking the user queued one reconcile");
-    s.finish(&first[0], "done").await;
+    s.finish(&first[0], "completed").await;
 
     let ours = s.ours().await;
     assert_eq!(ours, s.theirs(), "both sides hold the same states");
@@ -206,7 +204,7 @@ async fn reconcile_converges_both_sides_and_a_second_run_changes_nothing() {
     let changes = s.change_count().await;
     let served = s.sim.served();
     let again = s.reconcile_now().await;
-    s.finish(&again, "done").await;
+    s.finish(&again, "completed").await;
     assert_eq!(
         s.change_count().await,
         changes,
@@ -235,10 +233,10 @@ async fn reconcile_survives_two_503s_then_succeeds() {
     s.link_user().await;
     let workers = Workers::start(&s.app.db.pool, test_worker_settings("reconcile"));
     let id = &s.reconcile_jobs().await[0];
-    let job = s.finish(id, "done").await;
+    let job = s.finish(id, "completed").await;
     assert_eq!(
         outcomes(&job),
-        ["retry_scheduled", "retry_scheduled", "done"]
+        ["retry_scheduled", "retry_scheduled", "completed"]
     );
     assert_eq!(job["attempt_history"][0]["error"], "HTTP 503");
     assert_eq!(s.ours().await, s.theirs());
@@ -253,8 +251,8 @@ async fn reconcile_stops_for_good_when_the_remote_rejects_the_token() {
     s.link_user().await;
     let workers = Workers::start(&s.app.db.pool, test_worker_settings("reconcile"));
     let id = &s.reconcile_jobs().await[0];
-    let job = s.finish(id, "killed").await;
-    assert_eq!(outcomes(&job), ["killed"]);
+    let job = s.finish(id, "discarded").await;
+    assert_eq!(outcomes(&job), ["discarded"]);
     let error = job["attempt_history"][0]["error"].as_str().unwrap();
     assert!(
         error.contains("rejected the user's token (HTTP 401)"),
@@ -284,7 +282,7 @@ async fn local_changes_queue_one_waiting_reconcile_per_user_and_source() {
 
     let workers = Workers::start(&s.app.db.pool, test_worker_settings("reconcile"));
     let first = s.reconcile_jobs().await.remove(0);
-    s.finish(&first, "done").await;
+    s.finish(&first, "completed").await;
     // The hourly sweep may queue one more at worker start; let everything settle.
     let start = std::time::Instant::now();
     while s.waiting_reconciles().await > 0 {
@@ -323,9 +321,9 @@ async fn the_periodic_sweep_queues_a_reconcile_for_every_linked_user() {
     .unwrap();
     tx.commit().await.unwrap();
     let workers = Workers::start(&s.app.db.pool, test_worker_settings("sweep"));
-    s.finish(&sweep, "done").await;
+    s.finish(&sweep, "completed").await;
     for id in s.reconcile_jobs().await {
-        s.finish(&id, "done").await;
+        s.finish(&id, "completed").await;
     }
     let all = s.reconcile_jobs().await;
     assert!(

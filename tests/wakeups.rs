@@ -1,5 +1,5 @@
 //! Workers are woken by notifications, not by their poll: with a one-minute poll a new
-//! job starts within seconds, whether its wake-up came from apalis's insert trigger or,
+//! job starts within seconds, whether its wake-up came from the `jobs` insert trigger or,
 //! for a deferred enqueue, from the process's `Notifier` after commit. A deferred job
 //! whose wake-up has not been sent stays put, so the trigger really is skipped.
 
@@ -15,7 +15,7 @@ use syncline_jobs::{
 };
 
 async fn status(pool: &PgPool, id: &str) -> String {
-    sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
+    sqlx::query_scalar("SELECT state::text FROM jobs WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
         .await
@@ -24,7 +24,7 @@ async fn status(pool: &PgPool, id: &str) -> String {
 
 async fn wait_until_done(pool: &PgPool, id: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while status(pool, id).await != "Done" {
+    while status(pool, id).await != "completed" {
         assert!(
             tokio::time::Instant::now() < deadline,
             "job {id} not done within 10 s (the poll and heartbeat are 60 s)"
@@ -69,7 +69,7 @@ async fn jobs_start_on_the_trigger_or_the_notifier_not_on_a_poll() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         status(&db.pool, &id).await,
-        "Pending",
+        "available",
         "no wake-up sent yet"
     );
 

@@ -3,6 +3,8 @@
 //! to wait for job states without fixed sleeps.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod process;
+
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},

@@ -166,6 +166,8 @@ pub struct Finished {
     pub finished_at: DateTime<Utc>,
 }
 
+/// The job row's attempt budget is the one that counts (it may differ from the job
+/// kind's policy after an upgrade or an operator's change): a retry past it discards.
 const ACKNOWLEDGE: &str = "
     WITH r AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[],
@@ -173,23 +175,31 @@ const ACKNOWLEDGE: &str = "
                              $10::timestamptz[])
             AS r(id, queue, worker, attempt, outcome, state, delay_ms, error, started_at, finished_at)
     ),
+    decided AS (
+        SELECT r.*, CASE WHEN r.state = 'retryable' AND j.attempt >= j.max_attempts
+                         THEN 'discarded'::job_state ELSE r.state END AS final_state
+        FROM r JOIN jobs j ON j.id = r.id
+        WHERE j.locked_by = r.worker AND j.state = 'running'
+        FOR UPDATE OF j
+    ),
     acked AS (
         UPDATE jobs j
-        SET state = r.state,
-            run_at = CASE WHEN r.delay_ms IS NULL THEN j.run_at
-                          ELSE now() + r.delay_ms * interval '1 millisecond' END,
-            attempt = CASE WHEN r.outcome = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
-            last_error = CASE WHEN r.outcome = 'snoozed' THEN j.last_error ELSE r.error END,
+        SET state = d.final_state,
+            run_at = CASE WHEN d.delay_ms IS NULL OR d.final_state = 'discarded' THEN j.run_at
+                          ELSE now() + d.delay_ms * interval '1 millisecond' END,
+            attempt = CASE WHEN d.outcome = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
+            last_error = CASE WHEN d.outcome = 'snoozed' THEN j.last_error ELSE d.error END,
             locked_by = NULL, locked_at = NULL,
-            finished_at = CASE WHEN r.state IN ('completed', 'discarded') THEN now() END
-        FROM r
-        WHERE j.id = r.id AND j.locked_by = r.worker AND j.state = 'running'
-        RETURNING j.id, j.run_at
+            finished_at = CASE WHEN d.final_state IN ('completed', 'discarded') THEN now() END
+        FROM decided d
+        WHERE j.id = d.id
+        RETURNING j.id, j.run_at, j.state
     )
     INSERT INTO job_attempts
         (job_id, queue, attempt, worker, started_at, finished_at, outcome, error, next_run_at)
-    SELECT r.id, r.queue, r.attempt, r.worker, r.started_at, r.finished_at, r.outcome, r.error,
-           CASE WHEN r.delay_ms IS NOT NULL THEN acked.run_at END
+    SELECT r.id, r.queue, r.attempt, r.worker, r.started_at, r.finished_at,
+           CASE WHEN acked.state = 'discarded' THEN 'discarded' ELSE r.outcome END, r.error,
+           CASE WHEN r.delay_ms IS NOT NULL AND acked.state <> 'discarded' THEN acked.run_at END
     FROM r LEFT JOIN acked ON acked.id = r.id";
 
 /// Writes a batch of finished attempts: each job's new state (unless another worker
