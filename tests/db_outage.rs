@@ -118,7 +118,7 @@ async fn workers_come_back_after_losing_the_database() {
     let db = common::TestDb::new().await;
     let workers = common::Workers::start(&db.pool, common::test_worker_settings("outage"));
     let registered =
-        || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM apalis.workers").fetch_one(&db.pool);
+        || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM job_workers").fetch_one(&db.pool);
     let start = Instant::now();
     while registered().await.unwrap() == 0 {
         assert!(
@@ -161,12 +161,12 @@ async fn workers_come_back_after_losing_the_database() {
         .unwrap();
     tx.commit().await.unwrap();
     let status = || {
-        sqlx::query_scalar::<_, String>("SELECT status FROM apalis.jobs WHERE id = $1")
+        sqlx::query_scalar::<_, String>("SELECT state::text FROM jobs WHERE id = $1")
             .bind(&id)
             .fetch_one(&db.pool)
     };
     let start = Instant::now();
-    while status().await.unwrap() != "Done" {
+    while status().await.unwrap() != "completed" {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the job queued after the outage never ran: the workers did not come back"

@@ -77,6 +77,13 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
+        let db = Self::unmigrated().await;
+        db::migrate::run(&db.pool).await.expect("migrations apply");
+        db
+    }
+
+    /// An empty database, for tests that migrate it themselves (e.g. an upgrade).
+    pub async fn unmigrated() -> Self {
         let server = server_url().await;
         let name = format!("syncline_test_{}", uuid::Uuid::new_v4().simple());
         let admin = db::connect_with_retry(&server, Duration::from_secs(30), 1)
@@ -91,7 +98,6 @@ impl TestDb {
         let pool = db::connect_with_retry(&url, Duration::from_secs(10), 10)
             .await
             .expect("connect to test database");
-        db::migrate::run(&pool).await.expect("migrations apply");
         Self {
             url,
             pool,
