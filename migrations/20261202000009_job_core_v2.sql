@@ -29,6 +29,8 @@ CREATE TABLE jobs (
     -- Claims share a queue fairly between these (a tenant, integration or webhook).
     fair_key      text,
     dedupe_key    text,
+    -- The worker running the job and when it took it; a completed job keeps them, as
+    -- the record of its last attempt (see job_attempts below).
     locked_by     text,
     locked_at     timestamptz,
     finished_at   timestamptz,
@@ -43,8 +45,6 @@ CREATE INDEX jobs_claim_fair ON jobs (queue, fair_key, priority DESC, run_at, id
     WHERE state IN ('available', 'scheduled', 'retryable') AND fair_key IS NOT NULL;
 -- Orphan rescue and shutdown hand-back.
 CREATE INDEX jobs_running ON jobs (locked_by) WHERE state = 'running';
--- Retention.
-CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state IN ('completed', 'cancelled', 'discarded');
 -- Operator filters for jobs that need attention.
 CREATE INDEX jobs_attention ON jobs (queue, state, id) WHERE state IN ('retryable', 'discarded', 'cancelled');
 -- One job per key and queue, except cancelled ones: cancelling frees the key.
@@ -61,7 +61,9 @@ CREATE TABLE job_workers (
 );
 
 -- Attempt outcomes in the state vocabulary: `crashed` is written when a dead worker's
--- job is taken back, `snoozed` when a job asked to run again later.
+-- job is taken back, `snoozed` when a job asked to run again later. The attempt that
+-- completes a job is not written here: the job row itself records it (worker, start,
+-- end), which saves a row per job on the hot path.
 ALTER TABLE job_attempts DROP CONSTRAINT job_attempts_outcome_check;
 UPDATE job_attempts SET outcome = CASE outcome
     WHEN 'done' THEN 'completed'

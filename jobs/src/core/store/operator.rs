@@ -35,7 +35,9 @@ pub struct JobRow {
     pub max_attempts: i32,
     pub recoveries: i32,
     pub run_at: DateTime<Utc>,
+    /// The worker running the job (or, for a completed job, the one that completed it).
     pub locked_by: Option<String>,
+    pub locked_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
 }
@@ -50,7 +52,7 @@ impl JobRow {
     }
 }
 
-const JOB_COLUMNS: &str = "id, queue, state, attempt, max_attempts, recoveries, run_at, locked_by, finished_at, last_error";
+const JOB_COLUMNS: &str = "id, queue, state, attempt, max_attempts, recoveries, run_at, locked_by, locked_at, finished_at, last_error";
 
 fn ulid_bound(at: DateTime<Utc>) -> String {
     ulid::Ulid::from_parts(at.timestamp_millis().max(0) as u64, 0).to_string()
@@ -137,19 +139,37 @@ pub async fn show(pool: &PgPool, id: &str) -> Result<Option<JobDetails>, sqlx::E
     let Some(job) = list(pool, &filter, None, 1).await?.pop() else {
         return Ok(None);
     };
-    let history = sqlx::query_as(
+    let mut history: Vec<AttemptRow> = sqlx::query_as(
         "SELECT attempt, worker, started_at, finished_at, outcome, error, next_run_at
          FROM job_attempts WHERE job_id = $1 ORDER BY id",
     )
     .bind(id)
     .fetch_all(pool)
     .await?;
+    history.extend(completing_attempt(&job));
     Ok(Some(JobDetails {
         job,
         payload: serde_json::from_slice(&raw)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&raw).into())),
         history,
     }))
+}
+
+/// The attempt that completed a job, which the job row records instead of a history
+/// row (its start is when its worker claimed it).
+fn completing_attempt(job: &JobRow) -> Option<AttemptRow> {
+    if job.state != JobState::Completed {
+        return None;
+    }
+    Some(AttemptRow {
+        attempt: job.attempt,
+        worker: job.locked_by.clone()?,
+        started_at: job.locked_at?,
+        finished_at: job.finished_at?,
+        outcome: JobState::Completed.as_str().to_owned(),
+        error: None,
+        next_run_at: None,
+    })
 }
 
 /// What an operator does to jobs.
@@ -295,9 +315,17 @@ pub async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>, sqlx::Error> {
     )
     .fetch_all(pool)
     .await?;
+    // Attempts that completed their job are on the job rows, the others in the history.
     let hour: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT queue, count(*), count(*) FILTER (WHERE outcome NOT IN ('completed', 'snoozed'))
-         FROM job_attempts WHERE finished_at > now() - interval '1 hour' GROUP BY 1",
+        "SELECT queue, sum(attempts)::bigint, sum(failed)::bigint FROM (
+             SELECT queue, count(*) AS attempts,
+                    count(*) FILTER (WHERE outcome NOT IN ('completed', 'snoozed')) AS failed
+             FROM job_attempts WHERE finished_at > now() - interval '1 hour' GROUP BY 1
+             UNION ALL
+             SELECT queue, count(*), 0 FROM jobs
+             WHERE state = 'completed' AND locked_by IS NOT NULL
+               AND finished_at > now() - interval '1 hour' GROUP BY 1
+         ) a GROUP BY 1",
     )
     .fetch_all(pool)
     .await?;

@@ -189,7 +189,8 @@ const ACKNOWLEDGE: &str = "
                           ELSE now() + d.delay_ms * interval '1 millisecond' END,
             attempt = CASE WHEN d.outcome = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
             last_error = CASE WHEN d.outcome = 'snoozed' THEN j.last_error ELSE d.error END,
-            locked_by = NULL, locked_at = NULL,
+            locked_by = CASE WHEN d.final_state = 'completed' THEN j.locked_by END,
+            locked_at = CASE WHEN d.final_state = 'completed' THEN j.locked_at END,
             finished_at = CASE WHEN d.final_state IN ('completed', 'discarded') THEN now() END
         FROM decided d
         WHERE j.id = d.id
@@ -200,10 +201,13 @@ const ACKNOWLEDGE: &str = "
     SELECT r.id, r.queue, r.attempt, r.worker, r.started_at, r.finished_at,
            CASE WHEN acked.state = 'discarded' THEN 'discarded' ELSE r.outcome END, r.error,
            CASE WHEN r.delay_ms IS NOT NULL AND acked.state <> 'discarded' THEN acked.run_at END
-    FROM r LEFT JOIN acked ON acked.id = r.id";
+    FROM r LEFT JOIN acked ON acked.id = r.id
+    -- The attempt that completed its job is on the job row.
+    WHERE acked.state IS DISTINCT FROM 'completed'";
 
 /// Writes a batch of finished attempts: each job's new state (unless another worker
-/// took it over, or an operator cancelled it, meanwhile) and each attempt's history row.
+/// took it over, or an operator cancelled it, meanwhile) and each attempt's history row
+/// (except the one that completed its job, which the job row keeps).
 pub async fn acknowledge(pool: &PgPool, batch: &[Finished]) -> Result<(), sqlx::Error> {
     let text = |f: fn(&Finished) -> String| batch.iter().map(f).collect::<Vec<_>>();
     sqlx::query(ACKNOWLEDGE)
