@@ -5,17 +5,15 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Read},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::TestDb;
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
+use common::{
+    TestDb,
+    process::{WorkProcess, wait_until},
 };
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use syncline::{
     job_ops,
@@ -29,90 +27,6 @@ use syncline_jobs::{
 };
 use wiremock::{MockServer, ResponseTemplate};
 
-/// A `syncline work` process, killed if the test ends before it does. Its output (stdout
-/// and stderr) is collected line by line.
-struct WorkProcess {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl WorkProcess {
-    fn start(db: &TestDb) -> Self {
-        Self::start_with(db, &[])
-    }
-
-    /// Starts a worker with `env` on top of the tests' settings.
-    fn start_with(db: &TestDb, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_syncline"))
-            .arg("work")
-            .env("DATABASE_URL", &db.url)
-            .env("SYNCLINE_WORKER_HEARTBEAT_MS", "1000")
-            .env("SYNCLINE_WORKER_POLL_MS", "100")
-            .env("SYNCLINE_SHUTDOWN_GRACE_SECS", "10")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("syncline binary starts");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        collect_lines(child.stdout.take().expect("stdout piped"), &lines);
-        collect_lines(child.stderr.take().expect("stderr piped"), &lines);
-        Self { child, lines }
-    }
-
-    /// The first output line for which `pick` returns something, waiting up to `limit`.
-    fn wait_for_line<T>(&self, limit: Duration, pick: impl Fn(&str) -> Option<T>) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(found) = self.lines.lock().unwrap().iter().find_map(|l| pick(l)) {
-                return found;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "no such output line in {limit:?}; output:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal delivered");
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "worker process did not exit in {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn collect_lines(stream: impl Read + Send + 'static, into: &Arc<Mutex<Vec<String>>>) {
-    let into = into.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            into.lock().unwrap().push(line);
-        }
-    });
-}
-
-impl Drop for WorkProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn enqueue_now<J: Job>(db: &TestDb, job: &J) -> String {
     let mut tx = db.pool.begin().await.unwrap();
     let id = enqueue(&mut tx, job, EnqueueOptions::default())
@@ -121,20 +35,6 @@ async fn enqueue_now<J: Job>(db: &TestDb, job: &J) -> String {
         .unwrap();
     tx.commit().await.unwrap();
     id
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    mut check: impl FnMut() -> F,
-) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < limit,
-            "condition not reached in {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A peer whose first answer takes `first_delay`; later answers are immediate 200s.
