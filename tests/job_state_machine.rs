@@ -1,9 +1,10 @@
 //! Model-based property test of the job store: random sequences of what workers,
 //! processes and operators do — enqueue (with de-duplication keys), claim (oldest-first
 //! and fair), acknowledge (outcome decided by the runner's own `Verdict::of` from a
-//! policy), cancel, replay, a worker restarting, dying or draining on SIGTERM — run
-//! against the real store functions on a real database. After every step the `jobs`
-//! table is read back and checked twice:
+//! policy), cancel, replay, a worker restarting, dying (and the orphan check), coming
+//! back after looking dead, or draining on SIGTERM — run against the real store
+//! functions on a real database. After every step the `jobs` table is read back and
+//! checked twice:
 //!
 //! 1. against invariants that need no model, only what the test saw happen: no job is
 //!    lost or duplicated, a terminal state changes only by replay, `attempt <=
@@ -13,11 +14,13 @@
 //!    job from a live worker, a de-duplication key is blocked exactly while a
 //!    non-cancelled job holds it, each statement changes only the rows it is about;
 //! 2. against a small in-memory model of every row (state, attempt, recoveries, due or
-//!    not, lock holder, de-duplication key), of the attempt history and of the operator
-//!    log.
+//!    not, lock holder, de-duplication key), of what each claim may return (oldest
+//!    first: every due job up to the limit; fair: the keys after the worker's pivot,
+//!    an equal share each), and of the number of attempt-history and operator rows.
 //!
 //! Delays are 0 or an hour, so nothing sleeps: a job due in an hour must not be
-//! claimable, one due now must be.
+//! claimable, one due now must be. `PROPTEST_CASES=n` runs more cases than the 40.
+//! Bugs it found are at the end, as ignored tests of their shortest sequences.
 
 mod common;
 
@@ -50,7 +53,7 @@ const QUEUES: [&str; 2] = ["sm.plain", "sm.fair"];
 const FAIR_QUEUE: usize = 1;
 const FAIR_KEYS: [&str; 3] = ["a", "b", "c"];
 const DEDUPE_KEYS: [&str; 2] = ["k0", "k1"];
-const PROCESSES: u8 = 3;
+const PROCESSES: u8 = 2;
 const HOUR: Duration = Duration::from_secs(3600);
 /// Workers heart-beat at the start of a case and a case lasts well under this, so only
 /// workers the test killed look dead to an orphan check.
@@ -63,9 +66,9 @@ const NO_DELAY: &[Duration] = &[Duration::ZERO];
 /// was cancelled and replayed, or taken back from its worker — but whose worker has
 /// since claimed the same job again under the same name (one worker name per queue per
 /// process) therefore finishes the NEW attempt's job when its late result arrives.
-/// That is a store bug (see the report in the final message / README of this test):
+/// That is a store bug (shortest cases: the ignored tests at the end of this file):
 /// with `true`, such late acknowledgements are not sent, so the rest of the state
-/// machine can be checked; set it to `false` to reproduce the bug.
+/// machine can be checked; set it to `false` to have the property test find it.
 const SKIP_KNOWN_STALE_ACK_BUG: bool = true;
 
 // ---------------------------------------------------------------------------------------
@@ -94,7 +97,7 @@ impl Worker {
 
 /// What a finished attempt came to, before the runner's verdict.
 #[derive(Debug, Clone, Copy)]
-enum Result_ {
+enum Ending {
     Ok,
     /// A retryable error; `later` asks for an hour (`retry_after`), else the policy's 0.
     Retryable {
@@ -116,88 +119,87 @@ enum Op {
         fair_key: usize,
         in_an_hour: bool,
     },
-    Claim {
-        worker: Worker,
-        limit: usize,
-    },
+    /// A claim by a live worker, picked among those with due jobs when there are any.
+    Claim { worker: Index, limit: usize },
     /// Acknowledge one attempt not yet acknowledged (picked among all of them: also
     /// attempts whose job was cancelled, or taken back from their worker meanwhile).
-    Finish {
-        attempt: Index,
-        result: Result_,
-    },
-    Cancel {
-        job: Index,
-    },
+    Finish { attempt: Index, result: Ending },
+    /// Cancel: picked among jobs not yet ended when there are any.
+    Cancel { job: Index },
     /// Replay: picked among terminal jobs when there are any.
-    Replay {
-        job: Index,
-    },
+    Replay { job: Index },
     /// The worker starts again under its name: registers (heartbeat) and takes back what
     /// it held (and what dead workers held).
-    Restart {
-        worker: Worker,
-    },
+    Restart { worker: Worker },
+    /// A worker whose process was cut off (and so looked dead) is reachable again: its
+    /// heartbeat resumes, nothing is taken back, and the attempts it was running go on.
+    Reconnect { worker: Worker },
     /// The worker stops heart-beating: its row is removed (`retire`) or goes stale.
-    Die {
-        worker: Worker,
-        retire: bool,
-    },
+    Die { worker: Worker, retire: bool },
     /// Some live process's heartbeat: keeps its workers alive, takes back dead workers' jobs.
     OrphanCheck,
-    /// SIGTERM: the worker hands back the claimed jobs it has not started (a subset of
-    /// the jobs it holds, chosen by the mask).
-    Drain {
-        worker: Worker,
-        mask: u8,
-    },
+    /// SIGTERM: a live worker holding jobs hands back those it has not started (a
+    /// subset, chosen by the mask).
+    Drain { worker: Index, mask: u8 },
 }
 
 fn worker_strategy() -> impl Strategy<Value = Worker> {
     (0..PROCESSES, 0..QUEUES.len()).prop_map(|(process, queue)| Worker { process, queue })
 }
 
-fn result_strategy() -> impl Strategy<Value = Result_> {
+fn result_strategy() -> impl Strategy<Value = Ending> {
     prop_oneof![
-        3 => Just(Result_::Ok),
-        2 => any::<bool>().prop_map(|later| Result_::Retryable { later }),
-        1 => Just(Result_::Panic),
-        1 => any::<bool>().prop_map(|later| Result_::Snooze { later }),
-        1 => Just(Result_::Permanent),
+        3 => Just(Ending::Ok),
+        2 => any::<bool>().prop_map(|later| Ending::Retryable { later }),
+        1 => Just(Ending::Panic),
+        1 => any::<bool>().prop_map(|later| Ending::Snooze { later }),
+        1 => Just(Ending::Permanent),
     ]
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..QUEUES.len(), proptest::option::of(0..DEDUPE_KEYS.len()), 0..FAIR_KEYS.len(),
+        3 => (0..QUEUES.len(), proptest::option::of(0..DEDUPE_KEYS.len()), 0..FAIR_KEYS.len(),
               proptest::bool::weighted(0.2))
             .prop_map(|(queue, dedupe, fair_key, in_an_hour)| Op::Enqueue { queue, dedupe, fair_key, in_an_hour }),
-        4 => (worker_strategy(), 1usize..=3).prop_map(|(worker, limit)| Op::Claim { worker, limit }),
-        5 => (any::<Index>(), result_strategy()).prop_map(|(attempt, result)| Op::Finish { attempt, result }),
+        6 => (any::<Index>(), 1usize..=3).prop_map(|(worker, limit)| Op::Claim { worker, limit }),
+        6 => (any::<Index>(), result_strategy()).prop_map(|(attempt, result)| Op::Finish { attempt, result }),
         1 => any::<Index>().prop_map(|job| Op::Cancel { job }),
         1 => any::<Index>().prop_map(|job| Op::Replay { job }),
         1 => worker_strategy().prop_map(|worker| Op::Restart { worker }),
+        1 => worker_strategy().prop_map(|worker| Op::Reconnect { worker }),
         1 => (worker_strategy(), any::<bool>()).prop_map(|(worker, retire)| Op::Die { worker, retire }),
         1 => Just(Op::OrphanCheck),
-        1 => (worker_strategy(), any::<u8>()).prop_map(|(worker, mask)| Op::Drain { worker, mask }),
+        1 => (any::<Index>(), any::<u8>()).prop_map(|(worker, mask)| Op::Drain { worker, mask }),
     ]
 }
 
-/// Per case: the attempt budget, the crash-recovery limit, and whether each queue
+/// Per case: the attempt budget jobs are enqueued with, the job kind's policy budget
+/// (which `Verdict::of` goes by; usually the same, but a row's budget may differ after
+/// an upgrade, and the row's decides), the crash-recovery limit, and whether each queue
 /// releases de-duplication keys as jobs start.
 #[derive(Debug, Clone, Copy)]
 struct Params {
     max_attempts: u32,
+    policy_attempts: u32,
     max_recoveries: u32,
     release_dedupe: [bool; 2],
 }
 
 fn params_strategy() -> impl Strategy<Value = Params> {
-    (1u32..=3, 1u32..=3, any::<bool>(), any::<bool>()).prop_map(|(a, r, p, f)| Params {
-        max_attempts: a,
-        max_recoveries: r,
-        release_dedupe: [p, f],
-    })
+    (
+        1u32..=3,
+        prop_oneof![3 => Just(None), 1 => (1u32..=4).prop_map(Some)],
+        1u32..=3,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(a, policy, r, p, f)| Params {
+            max_attempts: a,
+            policy_attempts: policy.unwrap_or(a),
+            max_recoveries: r,
+            release_dedupe: [p, f],
+        })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -304,8 +306,8 @@ struct Harness<'a> {
     /// Claims (token, worker) still running each job on a live worker.
     live: HashMap<String, Vec<(u64, Worker)>>,
     log: String,
-    skipped_stale_acks: usize,
-    replay_conflicts: usize,
+    /// How often each interesting thing happened (to see what the cases cover).
+    seen: BTreeMap<&'static str, usize>,
 }
 
 type Check = Result<(), String>;
@@ -324,29 +326,15 @@ fn db(e: sqlx::Error) -> String {
 
 impl<'a> Harness<'a> {
     async fn new(pool: &'a PgPool, params: Params) -> Result<Self, String> {
-        if std::env::var("JSM_DELETE").is_ok() {
-            sqlx::query("DELETE FROM jobs")
-                .execute(pool)
-                .await
-                .map_err(db)?;
-            sqlx::query("DELETE FROM job_attempts")
-                .execute(pool)
-                .await
-                .map_err(db)?;
-            sqlx::query("DELETE FROM job_workers")
-                .execute(pool)
-                .await
-                .map_err(db)?;
-            sqlx::query("DELETE FROM job_operator_actions")
-                .execute(pool)
-                .await
-                .map_err(db)?;
-        } else {
-            sqlx::query("TRUNCATE jobs, job_attempts, job_workers, job_operator_actions")
-                .execute(pool)
-                .await
-                .map_err(db)?;
-        }
+        // DELETE, not TRUNCATE: a handful of rows go in microseconds, where TRUNCATE
+        // makes new files for four tables and their indexes (~150 ms a case).
+        sqlx::raw_sql(
+            "DELETE FROM jobs; DELETE FROM job_attempts; DELETE FROM job_workers;
+             DELETE FROM job_operator_actions;",
+        )
+        .execute(pool)
+        .await
+        .map_err(db)?;
         let all: Vec<(String, &'static str)> =
             Worker::all().map(|w| (w.name(), QUEUES[w.queue])).collect();
         worker::heartbeat(pool, &all).await.map_err(db)?;
@@ -356,7 +344,7 @@ impl<'a> Harness<'a> {
             params,
             policy: RetryPolicy {
                 delays: NO_DELAY,
-                max_attempts: params.max_attempts,
+                max_attempts: params.policy_attempts,
             },
             jobs: Vec::new(),
             by_id: HashMap::new(),
@@ -370,8 +358,7 @@ impl<'a> Harness<'a> {
             may_run: HashMap::new(),
             live: HashMap::new(),
             log: String::new(),
-            skipped_stale_acks: 0,
-            replay_conflicts: 0,
+            seen: BTreeMap::new(),
         })
     }
 
@@ -392,6 +379,12 @@ impl<'a> Harness<'a> {
         let _ = writeln!(self.log, "  {text}");
     }
 
+    fn saw(&mut self, what: &'static str, n: usize) {
+        if n > 0 {
+            *self.seen.entry(what).or_default() += n;
+        }
+    }
+
     fn claimable(&self, j: &MJob) -> bool {
         j.state.is_waiting() && j.due
     }
@@ -410,6 +403,7 @@ impl<'a> Harness<'a> {
             Op::Cancel { job } => self.cancel(job).await?,
             Op::Replay { job } => self.replay(job).await?,
             Op::Restart { worker } => self.restart(worker).await?,
+            Op::Reconnect { worker } => self.reconnect(worker).await?,
             Op::Die { worker, retire } => self.die(worker, retire).await?,
             Op::OrphanCheck => self.orphan_check().await?,
             Op::Drain { worker, mask } => self.drain(worker, mask).await?,
@@ -450,11 +444,22 @@ impl<'a> Harness<'a> {
             })
         });
         match (&id, blocked_by) {
-            (None, Some(holder)) => self.note(format!(
-                "enqueue {} key {key:?}: duplicate of #{holder}",
-                QUEUES[queue]
-            )),
+            (None, Some(holder)) => {
+                self.saw("duplicate enqueue refused", 1);
+                self.note(format!(
+                    "enqueue {} key {key:?}: duplicate of #{holder}",
+                    QUEUES[queue]
+                ));
+            }
             (Some(id), None) => {
+                self.saw("enqueued", 1);
+                if key.is_some_and(|k| {
+                    self.jobs
+                        .iter()
+                        .any(|j| j.queue == queue && j.dedupe_key.as_deref() == Some(k))
+                }) {
+                    self.saw("enqueue with a key a cancelled job had", 1);
+                }
                 let index = self.jobs.len();
                 self.by_id.insert(id.clone(), index);
                 self.jobs.push(MJob {
@@ -502,10 +507,23 @@ impl<'a> Harness<'a> {
         })
     }
 
-    async fn claim(&mut self, worker: Worker, limit: usize) -> Result<Effect, String> {
-        if !self.alive[worker.slot()] {
-            return Ok(Effect::Nothing); // a dead worker claims nothing
+    async fn claim(&mut self, pick: Index, limit: usize) -> Result<Effect, String> {
+        // Dead workers claim nothing.
+        let alive: Vec<Worker> = Worker::all().filter(|w| self.alive[w.slot()]).collect();
+        let busy: Vec<Worker> = alive
+            .iter()
+            .copied()
+            .filter(|w| {
+                self.jobs
+                    .iter()
+                    .any(|j| j.queue == w.queue && self.claimable(j))
+            })
+            .collect();
+        let candidates = if busy.is_empty() { alive } else { busy };
+        if candidates.is_empty() {
+            return Ok(Effect::Nothing);
         }
+        let worker = candidates[pick.index(candidates.len())];
         let fair = worker.queue == FAIR_QUEUE;
         let rules = ClaimRules {
             release_dedupe_key: self.params.release_dedupe[worker.queue],
@@ -638,6 +656,11 @@ impl<'a> Harness<'a> {
             );
         }
 
+        self.saw("jobs claimed", claimed.len());
+        self.saw(
+            "jobs claimed again",
+            claimed.iter().filter(|c| c.attempt > 1).count(),
+        );
         for c in &claimed {
             let i = self.by_id[&c.id];
             let token = self.next_token;
@@ -665,7 +688,7 @@ impl<'a> Harness<'a> {
         Ok(Effect::Claimed { worker, ids })
     }
 
-    async fn finish(&mut self, pick: Index, result: Result_) -> Result<Effect, String> {
+    async fn finish(&mut self, pick: Index, result: Ending) -> Result<Effect, String> {
         if self.inflight.is_empty() {
             return Ok(Effect::Nothing);
         }
@@ -678,22 +701,22 @@ impl<'a> Harness<'a> {
         if SKIP_KNOWN_STALE_ACK_BUG && store_would_apply && !owns {
             // KNOWN BUG (see SKIP_KNOWN_STALE_ACK_BUG): this late result would finish the
             // job its worker claimed again since. Not sent.
-            self.skipped_stale_acks += 1;
+            self.saw("late ack NOT sent (known bug)", 1);
             return Ok(Effect::Nothing);
         }
         self.inflight.remove(n);
 
         let error = match result {
-            Result_::Ok => Ok(()),
-            Result_::Retryable { later } => Err(JobError::retry_after(
+            Ending::Ok => Ok(()),
+            Ending::Retryable { later } => Err(JobError::retry_after(
                 "partner said 503",
                 later.then_some(HOUR),
             )),
-            Result_::Panic => Err(JobError::retryable("the job panicked: boom")),
-            Result_::Snooze { later } => {
+            Ending::Panic => Err(JobError::retryable("the job panicked: boom")),
+            Ending::Snooze { later } => {
                 Err(JobError::snooze(if later { HOUR } else { Duration::ZERO }))
             }
-            Result_::Permanent => Err(JobError::permanent("HTTP 400")),
+            Ending::Permanent => Err(JobError::permanent("HTTP 400")),
         };
         let verdict = Verdict::of(error, a.attempt as u32, &self.policy, 1.0);
         let now = Utc::now();
@@ -731,6 +754,14 @@ impl<'a> Harness<'a> {
         if let Some(holders) = self.live.get_mut(&id) {
             holders.retain(|(t, _)| *t != a.token);
         }
+        self.saw(
+            if owns {
+                "acks"
+            } else {
+                "late acks (no effect)"
+            },
+            1,
+        );
         if owns {
             let job = &mut self.jobs[a.job];
             job.holder = None;
@@ -740,6 +771,16 @@ impl<'a> Harness<'a> {
                 state => state,
             };
             job.state = state;
+            let what = match state {
+                JobState::Discarded if verdict.outcome == AttemptOutcome::RetryScheduled => {
+                    "ack: retry past the row's budget, discarded"
+                }
+                JobState::Discarded => "ack: discarded",
+                JobState::Completed => "ack: completed",
+                JobState::Retryable => "ack: retry",
+                _ => "ack: snoozed",
+            };
+            *self.seen.entry(what).or_default() += 1;
             // A completed job keeps its worker (and start) as the record of its last
             // attempt, instead of a history row.
             if state != JobState::Completed {
@@ -762,7 +803,14 @@ impl<'a> Harness<'a> {
         if self.jobs.is_empty() {
             return Ok(Effect::Nothing);
         }
-        let i = pick.index(self.jobs.len());
+        let open: Vec<usize> = (0..self.jobs.len())
+            .filter(|&i| !self.jobs[i].state.is_terminal())
+            .collect();
+        let i = if open.is_empty() {
+            pick.index(self.jobs.len())
+        } else {
+            open[pick.index(open.len())]
+        };
         let id = self.jobs[i].id.clone();
         let filter = Filter {
             ids: vec![id.clone()],
@@ -783,6 +831,14 @@ impl<'a> Harness<'a> {
         );
         if expected {
             // A running attempt goes on, but its result no longer changes the job.
+            self.saw(
+                if state == JobState::Running {
+                    "cancelled while running"
+                } else {
+                    "cancelled while waiting"
+                },
+                1,
+            );
             let job = &mut self.jobs[i];
             job.state = JobState::Cancelled;
             job.holder = None;
@@ -833,7 +889,7 @@ impl<'a> Harness<'a> {
                 "replay of cancelled #{i} whose key another job took: expected the known \
                  unique violation, got {result:?}"
             );
-            self.replay_conflicts += 1;
+            self.saw("replay refused: key taken (known bug)", 1);
             self.note(format!(
                 "replay #{i} (cancelled, key taken) -> unique violation (known bug)"
             ));
@@ -850,6 +906,7 @@ impl<'a> Harness<'a> {
             "replay of #{i} in state {state:?} touched {touched:?}"
         );
         if replayable {
+            self.saw("replayed", 1);
             let job = &mut self.jobs[i];
             job.state = JobState::Available;
             job.attempt = 0;
@@ -893,12 +950,44 @@ impl<'a> Harness<'a> {
                 queues.push(QUEUES[job.queue].to_owned());
             }
             self.history_rows += 1;
+            *self
+                .seen
+                .entry(if job.state == JobState::Retryable {
+                    "taken back"
+                } else if job.recoveries >= self.params.max_recoveries as i32 {
+                    "taken back: recovery limit, discarded"
+                } else {
+                    "taken back: budget spent, discarded"
+                })
+                .or_default() += 1;
             taken.push(format!("#{i} -> {:?}", job.state));
         }
         self.note(format!("  took back [{}]", taken.join(", ")));
         queues.sort();
         queues.dedup();
         queues
+    }
+
+    async fn reconnect(&mut self, worker: Worker) -> Result<Effect, String> {
+        if self.alive[worker.slot()] {
+            return Ok(Effect::Nothing);
+        }
+        worker::heartbeat(self.pool, &[(worker.name(), QUEUES[worker.queue])])
+            .await
+            .map_err(db)?;
+        self.note(format!("{} reconnects", worker.name()));
+        self.alive[worker.slot()] = true;
+        // What it was running and still holds (not taken back meanwhile) is live again.
+        for a in &self.inflight {
+            let job = &self.jobs[a.job];
+            if a.worker == worker && job.holder == Some(a.token) {
+                self.live
+                    .entry(job.id.clone())
+                    .or_default()
+                    .push((a.token, worker));
+            }
+        }
+        Ok(Effect::Nothing)
     }
 
     async fn restart(&mut self, worker: Worker) -> Result<Effect, String> {
@@ -981,10 +1070,20 @@ impl<'a> Harness<'a> {
         Ok(Effect::TookBack)
     }
 
-    async fn drain(&mut self, worker: Worker, mask: u8) -> Result<Effect, String> {
-        if !self.alive[worker.slot()] {
+    async fn drain(&mut self, pick: Index, mask: u8) -> Result<Effect, String> {
+        let holding: Vec<Worker> = Worker::all()
+            .filter(|w| {
+                self.alive[w.slot()]
+                    && self
+                        .inflight
+                        .iter()
+                        .any(|a| a.worker == *w && self.jobs[a.job].holder == Some(a.token))
+            })
+            .collect();
+        if holding.is_empty() {
             return Ok(Effect::Nothing);
         }
+        let worker = holding[pick.index(holding.len())];
         // The claims it holds and has not started: a subset of those it holds.
         let held: Vec<InFlight> = self
             .inflight
@@ -1015,6 +1114,7 @@ impl<'a> Harness<'a> {
             "hand-back of {} jobs changed {n}",
             ids.len()
         );
+        self.saw("handed back", unstarted.len());
         for a in &unstarted {
             self.inflight.retain(|x| x.token != a.token);
             let job = &mut self.jobs[a.job];
@@ -1249,42 +1349,31 @@ impl<'a> Harness<'a> {
     }
 }
 
-#[derive(Debug, Default)]
-struct Totals {
-    cases: usize,
-    steps: usize,
-    claims: usize,
-    skipped_stale_acks: usize,
-    replay_conflicts: usize,
-}
-
 async fn run_case(
     pool: &PgPool,
     params: Params,
     ops: &[Op],
-    totals: &mut Totals,
+    totals: &mut BTreeMap<&'static str, usize>,
 ) -> Result<(), TestCaseError> {
-    let t0 = std::time::Instant::now();
     let mut h = Harness::new(pool, params)
         .await
         .map_err(TestCaseError::fail)?;
-    eprintln!("setup {:?}", t0.elapsed());
     for (n, op) in ops.iter().enumerate() {
-        let t = std::time::Instant::now();
-        let r = h.step(op).await;
-        eprintln!("{:?} {:?}", t.elapsed(), std::mem::discriminant(op));
-        if let Err(e) = r {
+        if let Err(e) = h.step(op).await {
             return Err(TestCaseError::fail(format!(
                 "step {n} ({op:?}) broke the state machine:\n  {e}\n{params:?}\nsteps so far:\n{}",
                 h.log
             )));
         }
     }
-    totals.cases += 1;
-    totals.steps += ops.len();
-    totals.claims += h.next_token as usize;
-    totals.skipped_stale_acks += h.skipped_stale_acks;
-    totals.replay_conflicts += h.replay_conflicts;
+    if std::env::var("JSM_LOG").is_ok() {
+        eprintln!("case {params:?}:\n{}", h.log);
+    }
+    h.saw("cases", 1);
+    h.saw("steps", ops.len());
+    for (what, n) in h.seen {
+        *totals.entry(what).or_default() += n;
+    }
     Ok(())
 }
 
@@ -1307,13 +1396,13 @@ fn job_store_follows_its_state_machine() {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(32);
+        .unwrap_or(40);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
         ..Config::default()
     });
-    let totals = std::cell::RefCell::new(Totals::default());
+    let totals = std::cell::RefCell::new(BTreeMap::new());
     let strategy = (
         params_strategy(),
         proptest::collection::vec(op_strategy(), 1..=30),
@@ -1322,7 +1411,7 @@ fn job_store_follows_its_state_machine() {
         rt.block_on(run_case(&pool, params, &ops, &mut totals.borrow_mut()))
     });
     let totals = totals.into_inner();
-    eprintln!("{totals:?}");
+    eprintln!("what the passing cases did: {totals:#?}");
     rt.block_on(async {
         pool.close().await;
         drop(db)
@@ -1330,4 +1419,164 @@ fn job_store_follows_its_state_machine() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The bugs the property test found, each as its shortest sequence. Ignored until fixed:
+// `cargo test --test job_state_machine -- --ignored` shows them failing.
+
+async fn put(pool: &PgPool, dedupe_key: Option<&str>) -> Option<String> {
+    let mut conn = pool.acquire().await.unwrap();
+    queue::insert(
+        &mut conn,
+        NewJob {
+            queue: QUEUES[0],
+            payload: b"{}",
+            max_attempts: 3,
+            run_at: None,
+            dedupe_key,
+            fair_key: None,
+            wakeup: "trigger",
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn take(pool: &PgPool, worker: &str) -> Vec<worker::Claimed> {
+    let rules = ClaimRules {
+        release_dedupe_key: false,
+        fair: false,
+    };
+    worker::claim(pool, worker, QUEUES[0], 10, rules, "")
+        .await
+        .unwrap()
+}
+
+/// What the runner sends for `claim` when the job returned `result`.
+async fn ack(pool: &PgPool, worker: &str, claim: &worker::Claimed, result: Result<(), JobError>) {
+    let policy = RetryPolicy {
+        delays: NO_DELAY,
+        max_attempts: 3,
+    };
+    let verdict = Verdict::of(result, claim.attempt as u32, &policy, 1.0);
+    let now = Utc::now();
+    let finished = Finished {
+        job_id: claim.id.clone(),
+        queue: QUEUES[0],
+        worker: worker.to_owned(),
+        attempt: claim.attempt,
+        outcome: verdict.outcome,
+        run_in: verdict.run_in,
+        error: verdict.error,
+        started_at: now,
+        finished_at: now,
+    };
+    worker::acknowledge(pool, &[finished]).await.unwrap();
+}
+
+async fn state_of(pool: &PgPool, id: &str) -> (JobState, Option<String>) {
+    sqlx::query_as("SELECT state, locked_by FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+fn by_id(id: &str) -> Filter {
+    Filter {
+        ids: vec![id.to_owned()],
+        ..Filter::default()
+    }
+}
+
+/// KNOWN BUG: an acknowledgement is matched on (locked_by, state = 'running') only. A
+/// process runs one worker per queue, so every claim it makes has the same `locked_by`:
+/// when an operator cancels a running job and replays it, and the same process claims
+/// it again, the first (cancelled, never interrupted) attempt's late result is written
+/// over the new attempt's job — here a retry makes it due while the second attempt still
+/// runs, and another process claims it: two workers run the job at once.
+#[tokio::test]
+#[ignore = "known store bug: a late acknowledgement finishes a newer claim of the same worker"]
+async fn late_result_of_a_cancelled_attempt_does_not_touch_the_job_claimed_again() {
+    let db = common::TestDb::new().await;
+    let pool = &db.pool;
+    let id = put(pool, None).await.unwrap();
+    let first = take(pool, "p1:sm.plain").await.remove(0);
+    operator::apply(pool, &by_id(&id), Action::Cancel, "stuck")
+        .await
+        .unwrap();
+    operator::apply(pool, &by_id(&id), Action::Replay, "try again")
+        .await
+        .unwrap();
+    let second = take(pool, "p1:sm.plain").await.remove(0);
+    assert_eq!((second.id.as_str(), second.attempt), (id.as_str(), 1));
+
+    // The cancelled attempt ends (a retryable error) after the job was claimed again.
+    ack(pool, "p1:sm.plain", &first, Err(JobError::retryable("503"))).await;
+
+    let stolen = take(pool, "p0:sm.plain").await;
+    assert!(
+        stolen.is_empty(),
+        "job handed to p0 while p1's second attempt still runs it (the job is now {:?})",
+        state_of(pool, &id).await
+    );
+    assert_eq!(
+        state_of(pool, &id).await,
+        (JobState::Running, Some("p1:sm.plain".to_owned())),
+        "the second claim still owns the job"
+    );
+}
+
+/// KNOWN BUG, the same one by another road: a process cut off from the database long
+/// enough to look dead has its jobs taken back; once it is reachable again it claims
+/// one of them anew (attempt 2) while its attempt 1 is still running, and attempt 1's
+/// result then completes the job under attempt 2.
+#[tokio::test]
+#[ignore = "known store bug: a late acknowledgement finishes a newer claim of the same worker"]
+async fn late_result_after_a_take_back_does_not_finish_the_new_claim() {
+    let db = common::TestDb::new().await;
+    let pool = &db.pool;
+    let w = || vec![("p1:sm.plain".to_owned(), QUEUES[0])];
+    worker::heartbeat(pool, &w()).await.unwrap();
+    let id = put(pool, None).await.unwrap();
+    let first = take(pool, "p1:sm.plain").await.remove(0);
+    // p1 misses its heartbeats; another process's check takes the job back.
+    worker::retire(pool, &["p1:sm.plain".to_owned()])
+        .await
+        .unwrap();
+    worker::take_back_orphans(pool, ORPHAN_WINDOW, 3, None)
+        .await
+        .unwrap();
+    // p1 is back, heart-beats and claims again.
+    worker::heartbeat(pool, &w()).await.unwrap();
+    let second = take(pool, "p1:sm.plain").await.remove(0);
+    assert_eq!((second.id.as_str(), second.attempt), (id.as_str(), 2));
+
+    ack(pool, "p1:sm.plain", &first, Ok(())).await;
+
+    assert_eq!(
+        state_of(pool, &id).await.0,
+        JobState::Running,
+        "attempt 1's result must not end attempt 2"
+    );
+}
+
+/// KNOWN BUG: cancelling frees the de-duplication key, and a new job may take it; a
+/// replay of the cancelled job then fails on the unique index (23505) — the operator's
+/// whole replay (every job of the filter) is refused with a database error.
+#[tokio::test]
+#[ignore = "known store bug: replaying a cancelled job whose key was taken fails with 23505"]
+async fn replaying_a_cancelled_job_whose_key_was_taken_does_not_fail() {
+    let db = common::TestDb::new().await;
+    let pool = &db.pool;
+    let first = put(pool, Some("k0")).await.unwrap();
+    operator::apply(pool, &by_id(&first), Action::Cancel, "wrong")
+        .await
+        .unwrap();
+    let second = put(pool, Some("k0")).await;
+    assert!(second.is_some(), "cancelling frees the key");
+
+    let replay = operator::apply(pool, &by_id(&first), Action::Replay, "after all").await;
+    assert!(replay.is_ok(), "replay failed: {replay:?}");
 }

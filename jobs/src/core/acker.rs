@@ -17,34 +17,39 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use super::store::worker::{self as store, Finished};
 
 const BATCH: usize = 1000;
+/// Results waiting to be written, per process. A worker whose result finds the queue
+/// full waits, so claims slow down to the pace the database acknowledges at (without
+/// this bound, a slow acknowledgement would let claims run arbitrarily far ahead).
+const QUEUED_RESULTS: usize = 2 * BATCH;
 /// Tries per batch once the process is stopping.
 const TRIES_WHEN_STOPPING: u32 = 5;
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Acker {
-    sender: mpsc::UnboundedSender<Finished>,
+    sender: mpsc::Sender<Finished>,
 }
 
 impl Acker {
     /// Starts the writer. It stops, after writing what it holds, once every `Acker`
     /// clone is dropped; await the handle to be sure of it.
     pub fn start(pool: PgPool) -> (Acker, JoinHandle<()>) {
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(QUEUED_RESULTS);
         (
             Acker { sender },
             tokio::spawn(write_batches(pool, receiver)),
         )
     }
 
-    pub fn send(&self, finished: Finished) {
-        if self.sender.send(finished).is_err() {
+    /// Queues a result, waiting while the writer is `QUEUED_RESULTS` behind.
+    pub async fn send(&self, finished: Finished) {
+        if self.sender.send(finished).await.is_err() {
             tracing::error!("acknowledgement writer stopped; a job result was not kept");
         }
     }
 }
 
-async fn write_batches(pool: PgPool, mut receiver: mpsc::UnboundedReceiver<Finished>) {
+async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Finished>) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let mut tries = 0;

@@ -25,6 +25,7 @@ use apalis_core::{
     worker::context::WorkerContext,
 };
 use apalis_postgres::Error;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use ulid::Ulid;
@@ -134,11 +135,14 @@ impl Persistence for QueueStore {
         tasks: Vec<Task<Vec<u8>>>,
         worker: &WorkerContext,
     ) -> Result<u64, Error> {
-        let ids: Vec<String> = tasks
+        let claims: Vec<(String, DateTime<Utc>)> = tasks
             .iter()
-            .filter_map(|t| t.task_id().map(ToString::to_string))
+            .filter_map(|t| {
+                let id = t.task_id()?.to_string();
+                Some((id, t.ctx().data().get::<Claim>()?.0))
+            })
             .collect();
-        Ok(store::hand_back(&self.pool, worker.name(), &ids).await?)
+        Ok(store::hand_back(&self.pool, worker.name(), &claims).await?)
     }
 
     /// Jobs are enqueued with `core::enqueue`, inside the caller's transaction.
@@ -153,6 +157,10 @@ impl Persistence for QueueStore {
     }
 }
 
+/// The claim a task runs under, handed to the job's handler with the task.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim(pub DateTime<Utc>);
+
 fn into_task(row: Claimed) -> Result<Task<Vec<u8>>, Error> {
     let id = Ulid::from_string(&row.id).map_err(|e| {
         Error::TaskIdError(apalis_core::task::task_id::TaskIdError::Decode(
@@ -166,6 +174,7 @@ fn into_task(row: Claimed) -> Result<Task<Vec<u8>>, Error> {
         .status(Status::Running)
         .attempt(before_this_one)
         .max_attempts(usize::try_from(row.max_attempts).unwrap_or_default())
+        .data(Claim(row.claimed_at))
         .build())
 }
 

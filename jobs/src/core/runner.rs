@@ -29,7 +29,7 @@ const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 use super::{
     acker::Acker,
-    backend::{JobStore, QueueConfig},
+    backend::{Claim, JobStore, QueueConfig},
     delay,
     error::{ErrorKind, JobError},
     job::{Envelope, Job, JobContext, PartnerSettings},
@@ -281,10 +281,12 @@ async fn handle<J: Job>(
     task_id: TaskId,
     attempt: Attempt,
     worker: WorkerContext,
+    claim: Data<Claim>,
     shared: Data<Arc<Shared>>,
 ) -> Result<(), BoxDynError> {
     let job_id = task_id.to_string();
     let attempt = attempt.current() as u32;
+    let Claim(claimed_at) = *claim;
     let ctx = JobContext {
         pool: shared.pool.clone(),
         http: shared.http.clone(),
@@ -321,17 +323,21 @@ async fn handle<J: Job>(
         }
     });
     super::metrics::attempt(J::QUEUE, verdict.outcome.as_str(), took);
-    shared.acker.send(Finished {
-        job_id,
-        queue: J::QUEUE,
-        worker: worker.name().to_owned(),
-        attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
-        outcome: verdict.outcome,
-        run_in: verdict.run_in,
-        error: verdict.error,
-        started_at,
-        finished_at: Utc::now(),
-    });
+    shared
+        .acker
+        .send(Finished {
+            job_id,
+            queue: J::QUEUE,
+            worker: worker.name().to_owned(),
+            claimed_at,
+            attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+            outcome: verdict.outcome,
+            run_in: verdict.run_in,
+            error: verdict.error,
+            started_at,
+            finished_at: Utc::now(),
+        })
+        .await;
     Ok(())
 }
 

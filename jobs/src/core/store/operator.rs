@@ -177,7 +177,8 @@ fn completing_attempt(job: &JobRow) -> Option<AttemptRow> {
 pub enum Action {
     /// Discarded and cancelled jobs get a fresh attempt budget and are due now; the
     /// attempt history stays. Jobs in any other state are left alone, so replaying
-    /// twice does nothing the second time.
+    /// twice does nothing the second time. A replayed cancelled job runs without its
+    /// de-duplication key (cancelling released it).
     Replay,
     /// Waiting and running jobs become `cancelled` with the reason, and their
     /// de-duplication key is free again. A running attempt is not interrupted, but its
@@ -247,8 +248,11 @@ async fn act(
     let done: Vec<(String, String)> =
         match action {
             Action::Replay => sqlx::query_as(
+                // A cancelled job gave up its de-duplication key, and another job may
+                // hold it now: it runs again without one.
                 "UPDATE jobs SET state = 'available', attempt = 0, recoveries = 0, run_at = now(),
-                     locked_by = NULL, locked_at = NULL, finished_at = NULL
+                     locked_by = NULL, locked_at = NULL, finished_at = NULL,
+                     dedupe_key = CASE WHEN state = 'cancelled' THEN NULL ELSE dedupe_key END
                  WHERE id = ANY($1) AND state IN ('discarded', 'cancelled')
                  RETURNING id, queue",
             )

@@ -22,6 +22,10 @@ pub struct Claimed {
     pub attempt: i32,
     pub max_attempts: i32,
     pub fair_key: Option<String>,
+    /// Identifies this claim: the acknowledgement of this attempt and a hand-back
+    /// must present it, so a late result of an earlier claim of the same job by the
+    /// same worker (after a cancel and replay, or a takeover) changes nothing.
+    pub claimed_at: DateTime<Utc>,
 }
 
 /// How a queue is claimed from.
@@ -35,11 +39,12 @@ pub struct ClaimRules {
 
 const CLAIM_SET: &str = "
     UPDATE jobs j
-    SET state = 'running', locked_by = $1, locked_at = now(), attempt = j.attempt + 1,
+    SET state = 'running', locked_by = $1, locked_at = clock_timestamp(),
+        attempt = j.attempt + 1,
         dedupe_key = CASE WHEN $4 THEN NULL ELSE j.dedupe_key END
     FROM picked
     WHERE j.id = picked.id
-    RETURNING j.id, j.payload, j.attempt, j.max_attempts, j.fair_key";
+    RETURNING j.id, j.payload, j.attempt, j.max_attempts, j.fair_key, j.locked_at AS claimed_at";
 
 /// Oldest due jobs first (by priority, then run time).
 const PICK_OLDEST: &str = "
@@ -157,6 +162,8 @@ pub struct Finished {
     pub job_id: String,
     pub queue: &'static str,
     pub worker: String,
+    /// The claim this attempt ran under ([`Claimed::claimed_at`]).
+    pub claimed_at: DateTime<Utc>,
     pub attempt: i32,
     pub outcome: AttemptOutcome,
     /// For retries and snoozes: when to run again, from the acknowledgement.
@@ -166,34 +173,37 @@ pub struct Finished {
     pub finished_at: DateTime<Utc>,
 }
 
-/// The job row's attempt budget is the one that counts (it may differ from the job
-/// kind's policy after an upgrade or an operator's change): a retry past it discards.
+/// One statement for a batch: the jobs' new states, then the history rows. A row
+/// matches only under the claim that ran the attempt (worker and claim time), so a late
+/// result never changes a job cancelled, taken over or claimed again meanwhile; its
+/// attempt is still recorded. The job row's attempt budget is the one that counts (it
+/// may differ from the job kind's policy after an upgrade or an operator's change): a
+/// retry past it discards. (Rows are found by primary key, never by a join the planner
+/// could turn into a scan: `id = ANY($1)`.)
 const ACKNOWLEDGE: &str = "
     WITH r AS (
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[],
-                             $6::job_state[], $7::float8[], $8::text[], $9::timestamptz[],
-                             $10::timestamptz[])
-            AS r(id, queue, worker, attempt, outcome, state, delay_ms, error, started_at, finished_at)
-    ),
-    decided AS (
-        SELECT r.*, CASE WHEN r.state = 'retryable' AND j.attempt >= j.max_attempts
-                         THEN 'discarded'::job_state ELSE r.state END AS final_state
-        FROM r JOIN jobs j ON j.id = r.id
-        WHERE j.locked_by = r.worker AND j.state = 'running'
-        FOR UPDATE OF j
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[],
+                             $6::text[], $7::job_state[], $8::float8[], $9::text[],
+                             $10::timestamptz[], $11::timestamptz[])
+            AS r(id, queue, worker, claimed_at, attempt, outcome, state, delay_ms, error,
+                 started_at, finished_at)
     ),
     acked AS (
         UPDATE jobs j
-        SET state = d.final_state,
-            run_at = CASE WHEN d.delay_ms IS NULL OR d.final_state = 'discarded' THEN j.run_at
-                          ELSE now() + d.delay_ms * interval '1 millisecond' END,
-            attempt = CASE WHEN d.outcome = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
-            last_error = CASE WHEN d.outcome = 'snoozed' THEN j.last_error ELSE d.error END,
-            locked_by = CASE WHEN d.final_state = 'completed' THEN j.locked_by END,
-            locked_at = CASE WHEN d.final_state = 'completed' THEN j.locked_at END,
-            finished_at = CASE WHEN d.final_state IN ('completed', 'discarded') THEN now() END
-        FROM decided d
-        WHERE j.id = d.id
+        SET state = CASE WHEN r.state = 'retryable' AND j.attempt >= j.max_attempts
+                         THEN 'discarded'::job_state ELSE r.state END,
+            run_at = CASE WHEN r.delay_ms IS NULL OR j.attempt >= j.max_attempts THEN j.run_at
+                          ELSE now() + r.delay_ms * interval '1 millisecond' END,
+            attempt = CASE WHEN r.outcome = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
+            last_error = CASE WHEN r.outcome = 'snoozed' THEN j.last_error ELSE r.error END,
+            locked_by = CASE WHEN r.state = 'completed' THEN j.locked_by END,
+            locked_at = CASE WHEN r.state = 'completed' THEN j.locked_at END,
+            finished_at = CASE WHEN r.state IN ('completed', 'discarded')
+                                 OR (r.state = 'retryable' AND j.attempt >= j.max_attempts)
+                               THEN now() END
+        FROM r
+        WHERE j.id = ANY($1) AND j.id = r.id AND j.state = 'running'
+          AND j.locked_by = r.worker AND j.locked_at = r.claimed_at
         RETURNING j.id, j.run_at, j.state
     )
     INSERT INTO job_attempts
@@ -214,6 +224,7 @@ pub async fn acknowledge(pool: &PgPool, batch: &[Finished]) -> Result<(), sqlx::
         .bind(text(|f| f.job_id.clone()))
         .bind(text(|f| f.queue.to_owned()))
         .bind(text(|f| f.worker.clone()))
+        .bind(batch.iter().map(|f| f.claimed_at).collect::<Vec<_>>())
         .bind(batch.iter().map(|f| f.attempt).collect::<Vec<_>>())
         .bind(text(|f| f.outcome.as_str().to_owned()))
         .bind(
@@ -313,15 +324,23 @@ pub async fn take_back_orphans(
 }
 
 /// Gives back jobs `worker` claimed but never started (it is stopping): they are due
-/// again at once and the claim's attempt is returned.
-pub async fn hand_back(pool: &PgPool, worker: &str, ids: &[String]) -> Result<u64, sqlx::Error> {
+/// again at once and the claim's attempt is returned. Each is named by its id and
+/// claim time.
+pub async fn hand_back(
+    pool: &PgPool,
+    worker: &str,
+    claims: &[(String, DateTime<Utc>)],
+) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE jobs
-         SET state = CASE WHEN attempt > 1 THEN 'retryable' ELSE 'available' END::job_state,
-             attempt = attempt - 1, locked_by = NULL, locked_at = NULL
-         WHERE id = ANY($1) AND locked_by = $2 AND state = 'running'",
+        "UPDATE jobs j
+         SET state = CASE WHEN j.attempt > 1 THEN 'retryable' ELSE 'available' END::job_state,
+             attempt = j.attempt - 1, locked_by = NULL, locked_at = NULL
+         FROM unnest($1::text[], $2::timestamptz[]) AS c(id, claimed_at)
+         WHERE j.id = ANY($1) AND j.id = c.id AND j.locked_at = c.claimed_at
+           AND j.locked_by = $3 AND j.state = 'running'",
     )
-    .bind(ids)
+    .bind(claims.iter().map(|c| c.0.clone()).collect::<Vec<_>>())
+    .bind(claims.iter().map(|c| c.1).collect::<Vec<_>>())
     .bind(worker)
     .execute(pool)
     .await?;
