@@ -43,8 +43,11 @@ CREATE INDEX jobs_claim ON jobs (queue, priority DESC, run_at, id)
 -- Fair queues walk their keys.
 CREATE INDEX jobs_claim_fair ON jobs (queue, fair_key, priority DESC, run_at, id)
     WHERE state IN ('available', 'scheduled', 'retryable') AND fair_key IS NOT NULL;
--- Orphan rescue and shutdown hand-back.
-CREATE INDEX jobs_running ON jobs (locked_by) WHERE state = 'running';
+-- Running jobs, for the orphan check, and for acknowledgements, which look each job
+-- up by id here (a small index). Keyed by id on purpose: keyed by worker, a generic
+-- plan of the acknowledgement probed it once per result row and read every running
+-- job of the worker each time (measured: 0.5 ms per job).
+CREATE INDEX jobs_running ON jobs (id) WHERE state = 'running';
 -- Operator filters for jobs that need attention.
 CREATE INDEX jobs_attention ON jobs (queue, state, id) WHERE state IN ('retryable', 'discarded', 'cancelled');
 -- One job per key and queue, except cancelled ones: cancelling frees the key.

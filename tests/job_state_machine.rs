@@ -1,26 +1,35 @@
 //! Model-based property test of the job store: random sequences of what workers,
 //! processes and operators do — enqueue (with de-duplication keys), claim (oldest-first
 //! and fair), acknowledge (outcome decided by the runner's own `Verdict::of` from a
-//! policy), cancel, replay, a worker restarting, dying (and the orphan check), coming
-//! back after looking dead, or draining on SIGTERM — run against the real store
-//! functions on a real database. After every step the `jobs` table is read back and
-//! checked twice:
+//! policy), cancel, replay (also both at once: an operator restarting a job), a worker
+//! restarting, dying (and the orphan check), coming back after looking dead, or
+//! draining on SIGTERM — run against the real store functions on a real database. After
+//! every step the `jobs` table is read back and checked twice:
 //!
 //! 1. against invariants that need no model, only what the test saw happen: no job is
 //!    lost or duplicated, a terminal state changes only by replay, `attempt <=
 //!    max_attempts`, recoveries stay under their limit (reaching it discards), a claim
-//!    never returns a job a live worker is running, a job is claimed again only after a
+//!    never returns a job a live worker is running, each claim of a job has a later
+//!    claim time than the one before, a job is claimed again only after a
 //!    retry/snooze, a take-back, a hand-back or a replay, an orphan check never takes a
 //!    job from a live worker, a de-duplication key is blocked exactly while a
-//!    non-cancelled job holds it, each statement changes only the rows it is about;
+//!    non-cancelled job holds it, each statement changes only the rows it is about (an
+//!    acknowledgement or a hand-back only a job still running under the claim it
+//!    names);
 //! 2. against a small in-memory model of every row (state, attempt, recoveries, due or
-//!    not, lock holder, de-duplication key), of what each claim may return (oldest
-//!    first: every due job up to the limit; fair: the keys after the worker's pivot,
-//!    an equal share each), and of the number of attempt-history and operator rows.
+//!    not, lock holder and claim time, de-duplication key), of what each claim may
+//!    return (oldest first: every due job up to the limit; fair: the keys after the
+//!    worker's pivot, an equal share each), and of the number of attempt-history and
+//!    operator rows.
+//!
+//! Every claim the model makes remembers its claim time (`Claimed::claimed_at`), and
+//! its acknowledgement or hand-back presents it: one of a stale claim (the job was
+//! cancelled, taken back or handed back since, and maybe claimed again by the same
+//! worker) must change nothing, though an acknowledgement still adds a history row.
 //!
 //! Delays are 0 or an hour, so nothing sleeps: a job due in an hour must not be
 //! claimable, one due now must be. `PROPTEST_CASES=n` runs more cases than the 40.
-//! Bugs it found are at the end, as ignored tests of their shortest sequences.
+//! Bugs it found are at the end as regression tests of their shortest sequences.
 
 mod common;
 
@@ -30,7 +39,7 @@ use std::{
     time::Duration,
 };
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use proptest::{
     prelude::*,
     sample::Index,
@@ -60,16 +69,6 @@ const HOUR: Duration = Duration::from_secs(3600);
 const ORPHAN_WINDOW: Duration = Duration::from_secs(60);
 /// Retries are due at once unless the error asks for an hour (`retry_after`).
 const NO_DELAY: &[Duration] = &[Duration::ZERO];
-
-/// The acknowledgement statement matches a job on `locked_by` and `state = 'running'`
-/// only, not on the claim (attempt) it answers. An attempt that lost its job — the job
-/// was cancelled and replayed, or taken back from its worker — but whose worker has
-/// since claimed the same job again under the same name (one worker name per queue per
-/// process) therefore finishes the NEW attempt's job when its late result arrives.
-/// That is a store bug (shortest cases: the ignored tests at the end of this file):
-/// with `true`, such late acknowledgements are not sent, so the rest of the state
-/// machine can be checked; set it to `false` to have the property test find it.
-const SKIP_KNOWN_STALE_ACK_BUG: bool = true;
 
 // ---------------------------------------------------------------------------------------
 // Operations
@@ -124,10 +123,15 @@ enum Op {
     /// Acknowledge one attempt not yet acknowledged (picked among all of them: also
     /// attempts whose job was cancelled, or taken back from their worker meanwhile).
     Finish { attempt: Index, result: Ending },
-    /// Cancel: picked among jobs not yet ended when there are any.
-    Cancel { job: Index },
-    /// Replay: picked among terminal jobs when there are any.
-    Replay { job: Index },
+    /// Cancel: picked among jobs not yet ended when there are any (among running jobs,
+    /// when `running` and there are any: their attempts go on, and answer late).
+    Cancel { job: Index, running: bool },
+    /// Replay: picked among terminal jobs when there are any (among cancelled jobs whose
+    /// de-duplication key another job took since, when `contested` and there are any).
+    Replay { job: Index, contested: bool },
+    /// An operator restarts a job (running, when there are any): cancels it, then
+    /// replays it. A running attempt goes on, and its worker may claim the job again.
+    CancelReplay { job: Index },
     /// The worker starts again under its name: registers (heartbeat) and takes back what
     /// it held (and what dead workers held).
     Restart { worker: Worker },
@@ -138,8 +142,9 @@ enum Op {
     Die { worker: Worker, retire: bool },
     /// Some live process's heartbeat: keeps its workers alive, takes back dead workers' jobs.
     OrphanCheck,
-    /// SIGTERM: a live worker holding jobs hands back those it has not started (a
-    /// subset, chosen by the mask).
+    /// SIGTERM: a live worker with claims in flight hands back those it has not started
+    /// (a subset, chosen by the mask; some may be stale: their job was cancelled, taken
+    /// back or claimed again since).
     Drain { worker: Index, mask: u8 },
 }
 
@@ -159,13 +164,15 @@ fn result_strategy() -> impl Strategy<Value = Ending> {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..QUEUES.len(), proptest::option::of(0..DEDUPE_KEYS.len()), 0..FAIR_KEYS.len(),
+        3 => (0..QUEUES.len(), proptest::option::weighted(0.7, 0..DEDUPE_KEYS.len()), 0..FAIR_KEYS.len(),
               proptest::bool::weighted(0.2))
             .prop_map(|(queue, dedupe, fair_key, in_an_hour)| Op::Enqueue { queue, dedupe, fair_key, in_an_hour }),
-        6 => (any::<Index>(), 1usize..=3).prop_map(|(worker, limit)| Op::Claim { worker, limit }),
+        6 => (any::<Index>(), prop_oneof![3 => 1usize..=3, 1 => Just(8)])
+            .prop_map(|(worker, limit)| Op::Claim { worker, limit }),
         6 => (any::<Index>(), result_strategy()).prop_map(|(attempt, result)| Op::Finish { attempt, result }),
-        1 => any::<Index>().prop_map(|job| Op::Cancel { job }),
-        1 => any::<Index>().prop_map(|job| Op::Replay { job }),
+        1 => (any::<Index>(), any::<bool>()).prop_map(|(job, running)| Op::Cancel { job, running }),
+        1 => (any::<Index>(), any::<bool>()).prop_map(|(job, contested)| Op::Replay { job, contested }),
+        1 => any::<Index>().prop_map(|job| Op::CancelReplay { job }),
         1 => worker_strategy().prop_map(|worker| Op::Restart { worker }),
         1 => worker_strategy().prop_map(|worker| Op::Reconnect { worker }),
         1 => (worker_strategy(), any::<bool>()).prop_map(|(worker, retire)| Op::Die { worker, retire }),
@@ -215,6 +222,8 @@ struct MJob {
     recoveries: i32,
     due: bool,
     locked_by: Option<String>,
+    /// The claim time of the claim in `locked_by` (kept, like it, on a completed job).
+    locked_at: Option<DateTime<Utc>>,
     dedupe_key: Option<String>,
     fair_key: Option<String>,
     /// The claim (token) whose attempt currently owns the job.
@@ -228,6 +237,8 @@ struct InFlight {
     job: usize,
     worker: Worker,
     attempt: i32,
+    /// What the claim returned as `claimed_at`: its acknowledgement and hand-back name it.
+    claimed_at: DateTime<Utc>,
 }
 
 /// A row as read back.
@@ -241,18 +252,31 @@ struct Row {
     recoveries: i32,
     due: bool,
     locked_by: Option<String>,
+    locked_at: Option<DateTime<Utc>>,
     dedupe_key: Option<String>,
     fair_key: Option<String>,
 }
 
+/// (state, attempt, recoveries, due, locked_by, locked_at, dedupe_key)
+type Core<'a> = (
+    JobState,
+    i32,
+    i32,
+    bool,
+    Option<&'a str>,
+    Option<DateTime<Utc>>,
+    Option<&'a str>,
+);
+
 impl Row {
-    fn core(&self) -> (JobState, i32, i32, bool, Option<&str>, Option<&str>) {
+    fn core(&self) -> Core<'_> {
         (
             self.state,
             self.attempt,
             self.recoveries,
             self.due,
             self.locked_by.as_deref(),
+            self.locked_at,
             self.dedupe_key.as_deref(),
         )
     }
@@ -270,9 +294,14 @@ enum Effect {
     Claimed {
         worker: Worker,
         ids: Vec<String>,
+        /// Each claimed job's claim time, as the claim returned it.
+        claimed_at: Vec<DateTime<Utc>>,
     },
+    /// An acknowledgement under the claim (worker, claim time) it names.
     Acked {
         id: String,
+        worker: String,
+        claimed_at: DateTime<Utc>,
     },
     Cancelled {
         id: String,
@@ -281,8 +310,10 @@ enum Effect {
         id: String,
     },
     TookBack,
+    /// A hand-back by `worker` of the claims (id, claim time) it names.
     HandedBack {
-        ids: Vec<String>,
+        worker: String,
+        claims: Vec<(String, DateTime<Utc>)>,
     },
 }
 
@@ -305,6 +336,8 @@ struct Harness<'a> {
     may_run: HashMap<String, bool>,
     /// Claims (token, worker) still running each job on a live worker.
     live: HashMap<String, Vec<(u64, Worker)>>,
+    /// The claim time of each job's latest claim: the next must be later.
+    last_claimed_at: HashMap<String, DateTime<Utc>>,
     log: String,
     /// How often each interesting thing happened (to see what the cases cover).
     seen: BTreeMap<&'static str, usize>,
@@ -357,6 +390,7 @@ impl<'a> Harness<'a> {
             prev: BTreeMap::new(),
             may_run: HashMap::new(),
             live: HashMap::new(),
+            last_claimed_at: HashMap::new(),
             log: String::new(),
             seen: BTreeMap::new(),
         })
@@ -400,8 +434,16 @@ impl<'a> Harness<'a> {
             } => self.enqueue(queue, dedupe, fair_key, in_an_hour).await?,
             Op::Claim { worker, limit } => self.claim(worker, limit).await?,
             Op::Finish { attempt, result } => self.finish(attempt, result).await?,
-            Op::Cancel { job } => self.cancel(job).await?,
-            Op::Replay { job } => self.replay(job).await?,
+            Op::Cancel { job, running } => self.cancel(job, running).await?,
+            Op::Replay { job, contested } => self.replay(job, contested).await?,
+            Op::CancelReplay { job } => {
+                let cancelled = self.cancel(job, true).await?;
+                self.check(&cancelled).await?;
+                let Effect::Cancelled { id } = cancelled else {
+                    return Ok(());
+                };
+                self.replay_job(self.by_id[&id]).await?
+            }
             Op::Restart { worker } => self.restart(worker).await?,
             Op::Reconnect { worker } => self.reconnect(worker).await?,
             Op::Die { worker, retire } => self.die(worker, retire).await?,
@@ -475,6 +517,7 @@ impl<'a> Harness<'a> {
                     recoveries: 0,
                     due: !in_an_hour,
                     locked_by: None,
+                    locked_at: None,
                     dedupe_key: key.map(str::to_owned),
                     fair_key: fair.map(str::to_owned),
                     holder: None,
@@ -670,6 +713,7 @@ impl<'a> Harness<'a> {
             job.state = JobState::Running;
             job.attempt += 1;
             job.locked_by = Some(worker.name());
+            job.locked_at = Some(c.claimed_at);
             job.holder = Some(token);
             if release {
                 job.dedupe_key = None;
@@ -679,13 +723,19 @@ impl<'a> Harness<'a> {
                 job: i,
                 worker,
                 attempt: c.attempt,
+                claimed_at: c.claimed_at,
             });
             self.live
                 .entry(c.id.clone())
                 .or_default()
                 .push((token, worker));
         }
-        Ok(Effect::Claimed { worker, ids })
+        let claimed_at = claimed.iter().map(|c| c.claimed_at).collect();
+        Ok(Effect::Claimed {
+            worker,
+            ids,
+            claimed_at,
+        })
     }
 
     async fn finish(&mut self, pick: Index, result: Ending) -> Result<Effect, String> {
@@ -694,17 +744,15 @@ impl<'a> Harness<'a> {
         }
         let n = pick.index(self.inflight.len());
         let a = self.inflight[n].clone();
-        let job = &self.jobs[a.job];
-        let owns = job.holder == Some(a.token);
-        let store_would_apply = job.state == JobState::Running
-            && job.locked_by.as_deref() == Some(a.worker.name().as_str());
-        if SKIP_KNOWN_STALE_ACK_BUG && store_would_apply && !owns {
-            // KNOWN BUG (see SKIP_KNOWN_STALE_ACK_BUG): this late result would finish the
-            // job its worker claimed again since. Not sent.
-            self.saw("late ack NOT sent (known bug)", 1);
-            return Ok(Effect::Nothing);
-        }
         self.inflight.remove(n);
+        let job = &self.jobs[a.job];
+        // Only the claim that owns the job changes it; a late result (of a claim whose job
+        // was cancelled, taken back or claimed again since) is only recorded.
+        let owns = job.holder == Some(a.token);
+        // The late result the store used to apply: its worker claimed the job again.
+        let newer_claim_same_worker = !owns
+            && job.state == JobState::Running
+            && job.locked_by.as_deref() == Some(a.worker.name().as_str());
 
         let error = match result {
             Ending::Ok => Ok(()),
@@ -726,6 +774,7 @@ impl<'a> Harness<'a> {
                 job_id: job.id.clone(),
                 queue: QUEUES[job.queue],
                 worker: a.worker.name(),
+                claimed_at: a.claimed_at,
                 attempt: a.attempt,
                 outcome: verdict.outcome,
                 run_in: verdict.run_in,
@@ -747,6 +796,8 @@ impl<'a> Harness<'a> {
             verdict.run_in,
             if owns {
                 ""
+            } else if newer_claim_same_worker {
+                " [late: its worker claimed the job again since]"
             } else {
                 " [late: the attempt no longer owns the job]"
             }
@@ -757,6 +808,8 @@ impl<'a> Harness<'a> {
         self.saw(
             if owns {
                 "acks"
+            } else if newer_claim_same_worker {
+                "late acks under a newer claim of the same worker (no effect)"
             } else {
                 "late acks (no effect)"
             },
@@ -781,10 +834,11 @@ impl<'a> Harness<'a> {
                 _ => "ack: snoozed",
             };
             *self.seen.entry(what).or_default() += 1;
-            // A completed job keeps its worker (and start) as the record of its last
-            // attempt, instead of a history row.
+            // A completed job keeps its worker (and claim time) as the record of its
+            // last attempt, instead of a history row.
             if state != JobState::Completed {
                 job.locked_by = None;
+                job.locked_at = None;
             }
             if matches!(state, JobState::Retryable | JobState::Scheduled) {
                 job.due = verdict.run_in == Some(Duration::ZERO);
@@ -796,17 +850,28 @@ impl<'a> Harness<'a> {
                 self.history_rows -= 1;
             }
         }
-        Ok(Effect::Acked { id })
+        Ok(Effect::Acked {
+            id,
+            worker: a.worker.name(),
+            claimed_at: a.claimed_at,
+        })
     }
 
-    async fn cancel(&mut self, pick: Index) -> Result<Effect, String> {
+    async fn cancel(&mut self, pick: Index, running: bool) -> Result<Effect, String> {
         if self.jobs.is_empty() {
             return Ok(Effect::Nothing);
         }
         let open: Vec<usize> = (0..self.jobs.len())
             .filter(|&i| !self.jobs[i].state.is_terminal())
             .collect();
-        let i = if open.is_empty() {
+        let running: Vec<usize> = open
+            .iter()
+            .copied()
+            .filter(|&i| running && self.jobs[i].state == JobState::Running)
+            .collect();
+        let i = if !running.is_empty() {
+            running[pick.index(running.len())]
+        } else if open.is_empty() {
             pick.index(self.jobs.len())
         } else {
             open[pick.index(open.len())]
@@ -848,7 +913,21 @@ impl<'a> Harness<'a> {
         Ok(Effect::Cancelled { id })
     }
 
-    async fn replay(&mut self, pick: Index) -> Result<Effect, String> {
+    /// Whether job `i` is cancelled and another job took its de-duplication key since.
+    fn key_taken(&self, i: usize) -> bool {
+        let job = &self.jobs[i];
+        job.state == JobState::Cancelled
+            && job.dedupe_key.as_ref().is_some_and(|k| {
+                self.jobs.iter().any(|o| {
+                    o.id != job.id
+                        && o.queue == job.queue
+                        && o.dedupe_key.as_ref() == Some(k)
+                        && o.state != JobState::Cancelled
+                })
+            })
+    }
+
+    async fn replay(&mut self, pick: Index, contested: bool) -> Result<Effect, String> {
         let terminal: Vec<usize> = (0..self.jobs.len())
             .filter(|&i| {
                 matches!(
@@ -857,48 +936,39 @@ impl<'a> Harness<'a> {
                 )
             })
             .collect();
-        let i = match (terminal.is_empty(), self.jobs.is_empty()) {
-            (false, _) => terminal[pick.index(terminal.len())],
-            (true, false) => pick.index(self.jobs.len()),
-            (true, true) => return Ok(Effect::Nothing),
+        let taken: Vec<usize> = terminal
+            .iter()
+            .copied()
+            .filter(|&i| contested && self.key_taken(i))
+            .collect();
+        let i = if !taken.is_empty() {
+            taken[pick.index(taken.len())]
+        } else if !terminal.is_empty() {
+            terminal[pick.index(terminal.len())]
+        } else if !self.jobs.is_empty() {
+            pick.index(self.jobs.len())
+        } else {
+            return Ok(Effect::Nothing);
         };
+        self.replay_job(i).await
+    }
+
+    async fn replay_job(&mut self, i: usize) -> Result<Effect, String> {
         let id = self.jobs[i].id.clone();
         let filter = Filter {
             ids: vec![id.clone()],
             ..Filter::default()
         };
-        let result = operator::apply(self.pool, &filter, Action::Replay, "test").await;
-        let job = &self.jobs[i];
-        let replayable = matches!(job.state, JobState::Cancelled | JobState::Discarded);
-        // KNOWN BUG (reported): cancelling frees the de-duplication key, but replaying
-        // the cancelled job does not check whether another job took the key meanwhile:
-        // the whole replay fails on the unique index (23505) and nothing is replayed.
-        let key_taken = job.state == JobState::Cancelled
-            && job.dedupe_key.as_ref().is_some_and(|k| {
-                self.jobs.iter().any(|o| {
-                    o.id != job.id
-                        && o.queue == job.queue
-                        && o.dedupe_key.as_ref() == Some(k)
-                        && o.state != JobState::Cancelled
-                })
-            });
-        if key_taken {
-            let unique_violation = matches!(&result, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505"));
-            ensure!(
-                unique_violation,
-                "replay of cancelled #{i} whose key another job took: expected the known \
-                 unique violation, got {result:?}"
-            );
-            self.saw("replay refused: key taken (known bug)", 1);
-            self.note(format!(
-                "replay #{i} (cancelled, key taken) -> unique violation (known bug)"
-            ));
-            return Ok(Effect::Nothing);
-        }
-        let state = job.state;
-        let touched = result.map_err(db)?;
+        let touched = operator::apply(self.pool, &filter, Action::Replay, "test")
+            .await
+            .map_err(db)?;
+        let state = self.jobs[i].state;
+        let replayable = matches!(state, JobState::Cancelled | JobState::Discarded);
+        // Cancelling released the key; another job may have taken it since.
+        let key_taken = self.key_taken(i);
         self.note(format!(
-            "replay #{i} ({state:?}) -> touched {}",
+            "replay #{i} ({state:?}{}) -> touched {}",
+            if key_taken { ", its key taken" } else { "" },
             touched.len()
         ));
         ensure!(
@@ -907,12 +977,22 @@ impl<'a> Harness<'a> {
         );
         if replayable {
             self.saw("replayed", 1);
+            self.saw(
+                "replayed: cancelled, its key taken by another job",
+                key_taken.into(),
+            );
             let job = &mut self.jobs[i];
+            // A cancelled job released its key and runs again without it; a discarded
+            // job still held its key and keeps it.
+            if state == JobState::Cancelled {
+                job.dedupe_key = None;
+            }
             job.state = JobState::Available;
             job.attempt = 0;
             job.recoveries = 0;
             job.due = true;
             job.locked_by = None;
+            job.locked_at = None;
             job.holder = None;
             self.operator_rows += 1;
         }
@@ -939,6 +1019,7 @@ impl<'a> Harness<'a> {
             }
             job.recoveries += 1;
             job.locked_by = None;
+            job.locked_at = None;
             job.holder = None;
             job.due = true;
             if job.recoveries >= self.params.max_recoveries as i32
@@ -1072,52 +1153,61 @@ impl<'a> Harness<'a> {
 
     async fn drain(&mut self, pick: Index, mask: u8) -> Result<Effect, String> {
         let holding: Vec<Worker> = Worker::all()
-            .filter(|w| {
-                self.alive[w.slot()]
-                    && self
-                        .inflight
-                        .iter()
-                        .any(|a| a.worker == *w && self.jobs[a.job].holder == Some(a.token))
-            })
+            .filter(|w| self.alive[w.slot()] && self.inflight.iter().any(|a| a.worker == *w))
             .collect();
         if holding.is_empty() {
             return Ok(Effect::Nothing);
         }
         let worker = holding[pick.index(holding.len())];
-        // The claims it holds and has not started: a subset of those it holds.
-        let held: Vec<InFlight> = self
+        // The claims it has not started: a subset of its claims in flight, those that still
+        // own their job and stale ones alike.
+        let unstarted: Vec<InFlight> = self
             .inflight
             .iter()
-            .filter(|a| a.worker == worker && self.jobs[a.job].holder == Some(a.token))
-            .cloned()
-            .collect();
-        let unstarted: Vec<InFlight> = held
-            .into_iter()
+            .filter(|a| a.worker == worker)
             .enumerate()
             .filter(|(n, _)| mask & (1 << (n % 8)) != 0)
-            .map(|(_, a)| a)
+            .map(|(_, a)| a.clone())
             .collect();
-        let ids: Vec<String> = unstarted
+        let claims: Vec<(String, DateTime<Utc>)> = unstarted
             .iter()
-            .map(|a| self.jobs[a.job].id.clone())
+            .map(|a| (self.jobs[a.job].id.clone(), a.claimed_at))
             .collect();
-        let n = worker::hand_back(self.pool, &worker.name(), &ids)
+        let n = worker::hand_back(self.pool, &worker.name(), &claims)
             .await
             .map_err(db)?;
+        // Only a claim that still owns its job gives it back; a stale one changes nothing.
+        let owning: Vec<bool> = unstarted
+            .iter()
+            .map(|a| self.jobs[a.job].holder == Some(a.token))
+            .collect();
+        let named: Vec<String> = unstarted
+            .iter()
+            .zip(&owning)
+            .map(|(a, &owns)| format!("#{}{}", a.job, if owns { "" } else { " (stale)" }))
+            .collect();
         self.note(format!(
             "drain {}: hand back [{}] -> {n}",
             worker.name(),
-            self.names(&ids)
+            named.join(", ")
         ));
+        let expected = owning.iter().filter(|&&owns| owns).count();
         ensure!(
-            n == ids.len() as u64,
-            "hand-back of {} jobs changed {n}",
-            ids.len()
+            n == expected as u64,
+            "hand-back of {} claims, {expected} of them owning their job, changed {n}",
+            claims.len()
         );
-        self.saw("handed back", unstarted.len());
-        for a in &unstarted {
+        self.saw("handed back", expected);
+        self.saw("stale hand-backs (no effect)", claims.len() - expected);
+        for (a, owns) in unstarted.iter().zip(owning) {
             self.inflight.retain(|x| x.token != a.token);
             let job = &mut self.jobs[a.job];
+            if let Some(holders) = self.live.get_mut(&job.id) {
+                holders.retain(|(t, _)| *t != a.token);
+            }
+            if !owns {
+                continue;
+            }
             job.state = if job.attempt > 1 {
                 JobState::Retryable
             } else {
@@ -1125,19 +1215,20 @@ impl<'a> Harness<'a> {
             };
             job.attempt -= 1;
             job.locked_by = None;
+            job.locked_at = None;
             job.holder = None;
-            if let Some(holders) = self.live.get_mut(&job.id) {
-                holders.retain(|(t, _)| *t != a.token);
-            }
         }
-        Ok(Effect::HandedBack { ids })
+        Ok(Effect::HandedBack {
+            worker: worker.name(),
+            claims,
+        })
     }
 
     /// Reads the table back; checks the invariants (no model), then the model.
     async fn check(&mut self, effect: &Effect) -> Check {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, queue, state, attempt, max_attempts, recoveries, run_at <= now() AS due,
-                    locked_by, dedupe_key, fair_key
+                    locked_by, locked_at, dedupe_key, fair_key
              FROM jobs ORDER BY id",
         )
         .fetch_all(self.pool)
@@ -1236,39 +1327,76 @@ impl<'a> Harness<'a> {
             use JobState::*;
             let allowed = match effect {
                 Effect::Nothing | Effect::Enqueued { .. } => false,
-                Effect::Claimed { worker, ids } => {
-                    ids.contains(id)
+                Effect::Claimed {
+                    worker,
+                    ids,
+                    claimed_at,
+                } => ids.iter().zip(claimed_at).any(|(c, at)| {
+                    c == id
                         && from.is_waiting()
                         && before.due
                         && to == Running
                         && row.attempt == before.attempt + 1
                         && row.locked_by.as_deref() == Some(worker.name().as_str())
-                }
-                Effect::Acked { id: acked } => {
+                        && row.locked_at == Some(*at)
+                }),
+                // Only under the claim it names; a completed job keeps that claim on its
+                // row, any other outcome clears it.
+                Effect::Acked {
+                    id: acked,
+                    worker,
+                    claimed_at,
+                } => {
                     acked == id
                         && from == Running
+                        && before.locked_by.as_ref() == Some(worker)
+                        && before.locked_at == Some(*claimed_at)
                         && matches!(to, Completed | Retryable | Scheduled | Discarded)
+                        && if to == Completed {
+                            (row.locked_by.as_ref(), row.locked_at)
+                                == (before.locked_by.as_ref(), before.locked_at)
+                        } else {
+                            row.locked_by.is_none() && row.locked_at.is_none()
+                        }
                 }
                 Effect::Cancelled { id: c } => {
                     c == id && (from.is_waiting() || from == Running) && to == Cancelled
                 }
+                // A cancelled job released its key and comes back without it; a
+                // discarded one still held it and keeps it.
                 Effect::Replayed { id: r } => {
                     r == id
                         && matches!(from, Cancelled | Discarded)
                         && to == Available
                         && row.attempt == 0
                         && row.recoveries == 0
+                        && row.locked_by.is_none()
+                        && row.locked_at.is_none()
+                        && row.dedupe_key
+                            == if from == Cancelled {
+                                None
+                            } else {
+                                before.dedupe_key.clone()
+                            }
                 }
                 Effect::TookBack => {
                     from == Running
                         && matches!(to, Retryable | Discarded)
                         && row.recoveries == before.recoveries + 1
+                        && row.locked_by.is_none()
+                        && row.locked_at.is_none()
                 }
-                Effect::HandedBack { ids } => {
-                    ids.contains(id)
+                // Only a job still running under one of the claims named.
+                Effect::HandedBack { worker, claims } => {
+                    claims
+                        .iter()
+                        .any(|(c, at)| c == id && before.locked_at == Some(*at))
+                        && before.locked_by.as_ref() == Some(worker)
                         && from == Running
                         && matches!(to, Available | Retryable)
                         && row.attempt == before.attempt - 1
+                        && row.locked_by.is_none()
+                        && row.locked_at.is_none()
                 }
             };
             ensure!(
@@ -1295,8 +1423,12 @@ impl<'a> Harness<'a> {
         }
 
         // --- A claim: a job runs again only when allowed.
-        if let Effect::Claimed { ids, .. } = effect {
-            for id in ids {
+        // Each claim of a job is told apart from the earlier ones by a later claim time.
+        if let Effect::Claimed {
+            ids, claimed_at, ..
+        } = effect
+        {
+            for (id, &at) in ids.iter().zip(claimed_at) {
                 let name = self.name(id);
                 ensure!(
                     self.may_run.get(id).copied().unwrap_or(false),
@@ -1304,6 +1436,12 @@ impl<'a> Harness<'a> {
                      retry/snooze, taken back, handed back or replayed"
                 );
                 self.may_run.insert(id.clone(), false);
+                if let Some(last) = self.last_claimed_at.insert(id.clone(), at) {
+                    ensure!(
+                        at > last,
+                        "{name} was claimed at {at}, not after its previous claim at {last}"
+                    );
+                }
             }
         }
 
@@ -1316,6 +1454,7 @@ impl<'a> Harness<'a> {
                 m.recoveries,
                 m.due,
                 m.locked_by.as_deref(),
+                m.locked_at,
                 m.dedupe_key.as_deref(),
             );
             ensure!(
@@ -1323,8 +1462,8 @@ impl<'a> Harness<'a> {
                     && row.max_attempts == m.max_attempts
                     && row.queue == QUEUES[m.queue]
                     && row.fair_key == m.fair_key,
-                "#{i}: table has (state, attempt, recoveries, due, locked_by, dedupe_key) = \
-                 {:?}, model {want:?}",
+                "#{i}: table has (state, attempt, recoveries, due, locked_by, locked_at, \
+                 dedupe_key) = {:?}, model {want:?}",
                 row.core()
             );
         }
@@ -1405,7 +1544,7 @@ fn job_store_follows_its_state_machine() {
     let totals = std::cell::RefCell::new(BTreeMap::new());
     let strategy = (
         params_strategy(),
-        proptest::collection::vec(op_strategy(), 1..=30),
+        proptest::collection::vec(op_strategy(), 1..=40),
     );
     let result = runner.run(&strategy, |(params, ops)| {
         rt.block_on(run_case(&pool, params, &ops, &mut totals.borrow_mut()))
@@ -1422,8 +1561,7 @@ fn job_store_follows_its_state_machine() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The bugs the property test found, each as its shortest sequence. Ignored until fixed:
-// `cargo test --test job_state_machine -- --ignored` shows them failing.
+// The bugs the property test found (since fixed), each as its shortest sequence.
 
 async fn put(pool: &PgPool, dedupe_key: Option<&str>) -> Option<String> {
     let mut conn = pool.acquire().await.unwrap();
@@ -1465,6 +1603,7 @@ async fn ack(pool: &PgPool, worker: &str, claim: &worker::Claimed, result: Resul
         job_id: claim.id.clone(),
         queue: QUEUES[0],
         worker: worker.to_owned(),
+        claimed_at: claim.claimed_at,
         attempt: claim.attempt,
         outcome: verdict.outcome,
         run_in: verdict.run_in,
@@ -1483,6 +1622,17 @@ async fn state_of(pool: &PgPool, id: &str) -> (JobState, Option<String>) {
         .unwrap()
 }
 
+/// The attempts of `id` in the history: (attempt, outcome).
+async fn history_of(pool: &PgPool, id: &str) -> Vec<(i32, String)> {
+    sqlx::query_as(
+        "SELECT attempt, outcome::text FROM job_attempts WHERE job_id = $1 ORDER BY attempt, finished_at",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 fn by_id(id: &str) -> Filter {
     Filter {
         ids: vec![id.to_owned()],
@@ -1490,14 +1640,13 @@ fn by_id(id: &str) -> Filter {
     }
 }
 
-/// KNOWN BUG: an acknowledgement is matched on (locked_by, state = 'running') only. A
-/// process runs one worker per queue, so every claim it makes has the same `locked_by`:
-/// when an operator cancels a running job and replays it, and the same process claims
-/// it again, the first (cancelled, never interrupted) attempt's late result is written
-/// over the new attempt's job — here a retry makes it due while the second attempt still
-/// runs, and another process claims it: two workers run the job at once.
+/// A process runs one worker per queue, so every claim it makes has the same
+/// `locked_by`. An operator cancels a running job and replays it, and the same process
+/// claims it again; the first (cancelled, never interrupted) attempt's late result must
+/// not be written over the new attempt's job (it was: a retry made the job due while
+/// the second attempt still ran, and another process claimed it — two workers ran the
+/// job at once). The late result is still recorded.
 #[tokio::test]
-#[ignore = "known store bug: a late acknowledgement finishes a newer claim of the same worker"]
 async fn late_result_of_a_cancelled_attempt_does_not_touch_the_job_claimed_again() {
     let db = common::TestDb::new().await;
     let pool = &db.pool;
@@ -1511,6 +1660,10 @@ async fn late_result_of_a_cancelled_attempt_does_not_touch_the_job_claimed_again
         .unwrap();
     let second = take(pool, "p1:sm.plain").await.remove(0);
     assert_eq!((second.id.as_str(), second.attempt), (id.as_str(), 1));
+    assert_ne!(
+        first.claimed_at, second.claimed_at,
+        "two claims, two claim times"
+    );
 
     // The cancelled attempt ends (a retryable error) after the job was claimed again.
     ack(pool, "p1:sm.plain", &first, Err(JobError::retryable("503"))).await;
@@ -1526,14 +1679,25 @@ async fn late_result_of_a_cancelled_attempt_does_not_touch_the_job_claimed_again
         (JobState::Running, Some("p1:sm.plain".to_owned())),
         "the second claim still owns the job"
     );
+    assert_eq!(
+        history_of(pool, &id).await,
+        vec![(1, "retry_scheduled".to_owned())],
+        "the late attempt is recorded"
+    );
+
+    // The second attempt's own result still counts.
+    ack(pool, "p1:sm.plain", &second, Ok(())).await;
+    assert_eq!(
+        state_of(pool, &id).await,
+        (JobState::Completed, Some("p1:sm.plain".to_owned()))
+    );
 }
 
-/// KNOWN BUG, the same one by another road: a process cut off from the database long
-/// enough to look dead has its jobs taken back; once it is reachable again it claims
-/// one of them anew (attempt 2) while its attempt 1 is still running, and attempt 1's
-/// result then completes the job under attempt 2.
+/// The same, by another road: a process cut off from the database long enough to look
+/// dead has its jobs taken back; once it is reachable again it claims one of them anew
+/// (attempt 2) while its attempt 1 is still running. Attempt 1's result (it completed
+/// the job under attempt 2) and a hand-back of attempt 1's claim must change nothing.
 #[tokio::test]
-#[ignore = "known store bug: a late acknowledgement finishes a newer claim of the same worker"]
 async fn late_result_after_a_take_back_does_not_finish_the_new_claim() {
     let db = common::TestDb::new().await;
     let pool = &db.pool;
@@ -1553,20 +1717,41 @@ async fn late_result_after_a_take_back_does_not_finish_the_new_claim() {
     let second = take(pool, "p1:sm.plain").await.remove(0);
     assert_eq!((second.id.as_str(), second.attempt), (id.as_str(), 2));
 
+    let stale = [(first.id.clone(), first.claimed_at)];
+    let handed = worker::hand_back(pool, "p1:sm.plain", &stale)
+        .await
+        .unwrap();
+    assert_eq!(
+        handed, 0,
+        "a hand-back of attempt 1's claim must not give back attempt 2"
+    );
+
     ack(pool, "p1:sm.plain", &first, Ok(())).await;
 
     assert_eq!(
-        state_of(pool, &id).await.0,
-        JobState::Running,
+        state_of(pool, &id).await,
+        (JobState::Running, Some("p1:sm.plain".to_owned())),
         "attempt 1's result must not end attempt 2"
     );
+    // The take-back's crash row, then attempt 1's late result.
+    assert_eq!(
+        history_of(pool, &id).await,
+        vec![(1, "crashed".to_owned()), (1, "completed".to_owned())]
+    );
+
+    let current = [(second.id.clone(), second.claimed_at)];
+    let handed = worker::hand_back(pool, "p1:sm.plain", &current)
+        .await
+        .unwrap();
+    assert_eq!(handed, 1, "attempt 2's own claim gives the job back");
+    assert_eq!(state_of(pool, &id).await, (JobState::Retryable, None));
 }
 
-/// KNOWN BUG: cancelling frees the de-duplication key, and a new job may take it; a
-/// replay of the cancelled job then fails on the unique index (23505) — the operator's
-/// whole replay (every job of the filter) is refused with a database error.
+/// Cancelling frees the de-duplication key, and a new job may take it; a replay of the
+/// cancelled job must not fail on the unique index (it did, 23505, refusing the
+/// operator's whole replay): the job runs again without its key, and the new job keeps
+/// it. A discarded job still holds its key, and a replay keeps it.
 #[tokio::test]
-#[ignore = "known store bug: replaying a cancelled job whose key was taken fails with 23505"]
 async fn replaying_a_cancelled_job_whose_key_was_taken_does_not_fail() {
     let db = common::TestDb::new().await;
     let pool = &db.pool;
@@ -1578,5 +1763,97 @@ async fn replaying_a_cancelled_job_whose_key_was_taken_does_not_fail() {
     assert!(second.is_some(), "cancelling frees the key");
 
     let replay = operator::apply(pool, &by_id(&first), Action::Replay, "after all").await;
-    assert!(replay.is_ok(), "replay failed: {replay:?}");
+    assert_eq!(
+        replay.ok(),
+        Some(vec![first.clone()]),
+        "the replay goes through"
+    );
+    let key_of = |id: String| async move {
+        sqlx::query_as::<_, (JobState, Option<String>)>(
+            "SELECT state, dedupe_key FROM jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(key_of(first.clone()).await, (JobState::Available, None));
+    assert_eq!(
+        key_of(second.clone().unwrap()).await,
+        (JobState::Available, Some("k0".to_owned())),
+        "the new job keeps the key"
+    );
+    assert_eq!(put(pool, Some("k0")).await, None, "the key is still held");
+
+    // A discarded job's key is its own still: its replay keeps it.
+    let third = put(pool, Some("k1")).await.unwrap();
+    let claim = take(pool, "p0:sm.plain")
+        .await
+        .into_iter()
+        .find(|c| c.id == third)
+        .unwrap();
+    ack(
+        pool,
+        "p0:sm.plain",
+        &claim,
+        Err(JobError::permanent("HTTP 400")),
+    )
+    .await;
+    assert_eq!(key_of(third.clone()).await.0, JobState::Discarded);
+    operator::apply(pool, &by_id(&third), Action::Replay, "fixed")
+        .await
+        .unwrap();
+    assert_eq!(
+        key_of(third).await,
+        (JobState::Available, Some("k1".to_owned()))
+    );
+}
+
+/// A snooze gives its attempt back, so it may come on the job's last attempt: the job
+/// must still wait the time asked for. NOT FIXED YET (found once the fixes above were
+/// in; the property test finds it too): the acknowledgement keeps the old `run_at`
+/// whenever the row's attempts are used up, which is right only for a retry (it then
+/// discards), so a job snoozed on its last attempt is due at once.
+#[tokio::test]
+async fn snoozing_on_the_last_attempt_waits() {
+    let db = common::TestDb::new().await;
+    let pool = &db.pool;
+    let mut conn = pool.acquire().await.unwrap();
+    let id = queue::insert(
+        &mut conn,
+        NewJob {
+            queue: QUEUES[0],
+            payload: b"{}",
+            max_attempts: 1,
+            run_at: None,
+            dedupe_key: None,
+            fair_key: None,
+            wakeup: "trigger",
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    drop(conn);
+    let claim = take(pool, "p0:sm.plain").await.remove(0);
+    assert_eq!((claim.attempt, claim.max_attempts), (1, 1));
+
+    ack(pool, "p0:sm.plain", &claim, Err(JobError::snooze(HOUR))).await;
+
+    let (state, attempt, due): (JobState, i32, bool) =
+        sqlx::query_as("SELECT state, attempt, run_at <= now() FROM jobs WHERE id = $1")
+            .bind(&id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (state, attempt),
+        (JobState::Scheduled, 0),
+        "snoozed, attempt given back"
+    );
+    assert!(
+        !due,
+        "a job snoozed for an hour on its last attempt is due at once"
+    );
+    assert!(take(pool, "p1:sm.plain").await.is_empty());
 }

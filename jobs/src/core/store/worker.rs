@@ -192,7 +192,9 @@ const ACKNOWLEDGE: &str = "
         UPDATE jobs j
         SET state = CASE WHEN r.state = 'retryable' AND j.attempt >= j.max_attempts
                          THEN 'discarded'::job_state ELSE r.state END,
-            run_at = CASE WHEN r.delay_ms IS NULL OR j.attempt >= j.max_attempts THEN j.run_at
+            run_at = CASE WHEN r.delay_ms IS NULL
+                               OR (r.state = 'retryable' AND j.attempt >= j.max_attempts)
+                          THEN j.run_at
                           ELSE now() + r.delay_ms * interval '1 millisecond' END,
             attempt = CASE WHEN r.outcome = 'snoozed' THEN j.attempt - 1 ELSE j.attempt END,
             last_error = CASE WHEN r.outcome = 'snoozed' THEN j.last_error ELSE r.error END,
@@ -220,6 +222,14 @@ const ACKNOWLEDGE: &str = "
 /// (except the one that completed its job, which the job row keeps).
 pub async fn acknowledge(pool: &PgPool, batch: &[Finished]) -> Result<(), sqlx::Error> {
     let text = |f: fn(&Finished) -> String| batch.iter().map(f).collect::<Vec<_>>();
+    // The planner's estimate of running jobs comes from the last ANALYZE, often taken
+    // when none ran: it then joins the results to the jobs with a nested loop,
+    // quadratic in the batch (measured: 50 ms for 300 results instead of 3 ms). A hash
+    // join is right at every batch size, so nested loops are off for this statement.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL enable_nestloop = off")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(ACKNOWLEDGE)
         .bind(text(|f| f.job_id.clone()))
         .bind(text(|f| f.queue.to_owned()))
@@ -247,9 +257,9 @@ pub async fn acknowledge(pool: &PgPool, batch: &[Finished]) -> Result<(), sqlx::
         )
         .bind(batch.iter().map(|f| f.started_at).collect::<Vec<_>>())
         .bind(batch.iter().map(|f| f.finished_at).collect::<Vec<_>>())
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// Marks `workers` (name, queue) alive now.
