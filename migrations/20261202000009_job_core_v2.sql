@@ -24,7 +24,6 @@ CREATE TABLE jobs (
     max_attempts  integer NOT NULL CHECK (max_attempts >= 1),
     -- Times the job was taken back from a worker that died while running it.
     recoveries    integer NOT NULL DEFAULT 0,
-    priority      integer NOT NULL DEFAULT 0,
     run_at        timestamptz NOT NULL DEFAULT now(),
     -- Claims share a queue fairly between these (a tenant, integration or webhook).
     fair_key      text,
@@ -37,11 +36,12 @@ CREATE TABLE jobs (
     last_error    text
 );
 
--- What a claim reads: due jobs of one queue in order.
-CREATE INDEX jobs_claim ON jobs (queue, priority DESC, run_at, id)
+-- What a claim reads: due jobs of one queue in order (claims resume after the last
+-- job they took, so they do not walk the entries of jobs claimed before).
+CREATE INDEX jobs_claim ON jobs (queue, run_at, id)
     WHERE state IN ('available', 'scheduled', 'retryable');
 -- Fair queues walk their keys.
-CREATE INDEX jobs_claim_fair ON jobs (queue, fair_key, priority DESC, run_at, id)
+CREATE INDEX jobs_claim_fair ON jobs (queue, fair_key, run_at, id)
     WHERE state IN ('available', 'scheduled', 'retryable') AND fair_key IS NOT NULL;
 -- Running jobs, for the orphan check, and for acknowledgements, which look each job
 -- up by id here (a small index). Keyed by id on purpose: keyed by worker, a generic
@@ -83,7 +83,7 @@ ALTER TABLE job_operator_actions ADD CONSTRAINT job_operator_actions_action_chec
 -- Carry over what today's layout holds. Workers are stopped for the upgrade (README),
 -- so jobs it shows as queued or running were interrupted: they are due again, and the
 -- attempt they were in counts.
-INSERT INTO jobs (id, queue, payload, state, attempt, max_attempts, priority, run_at,
+INSERT INTO jobs (id, queue, payload, state, attempt, max_attempts, run_at,
                   dedupe_key, finished_at, last_error)
 SELECT j.id, j.job_type, j.job,
        CASE
@@ -96,7 +96,7 @@ SELECT j.id, j.job_type, j.job,
            WHEN j.run_at > now() THEN 'scheduled'
            ELSE 'available'
        END::job_state,
-       GREATEST(j.attempts, 0), GREATEST(j.max_attempts, 1), j.priority,
+       GREATEST(j.attempts, 0), GREATEST(j.max_attempts, 1),
        CASE WHEN j.status IN ('Queued', 'Running') THEN now() ELSE j.run_at END,
        j.idempotency_key,
        CASE WHEN j.status IN ('Done', 'Killed') OR (j.status = 'Failed' AND j.attempts >= j.max_attempts)

@@ -147,8 +147,8 @@ async fn retry_survives_a_worker_restart_mid_backoff() {
 async fn undecodable_payload_is_discarded_not_retried() {
     let app = spawn_app().await;
     sqlx::query(
-        "INSERT INTO jobs (id, queue, payload, state, attempt, max_attempts, run_at, priority)
-         VALUES ($1, 'demo.ping', convert_to('{\"v\":1,\"payload\":{\"uri\":3}}', 'UTF8'), 'available', 0, 10, now(), 0)",
+        "INSERT INTO jobs (id, queue, payload, state, attempt, max_attempts, run_at)
+         VALUES ($1, 'demo.ping', convert_to('{\"v\":1,\"payload\":{\"uri\":3}}', 'UTF8'), 'available', 0, 10, now())",
     )
     .bind(ulid::Ulid::generate().to_string())
     .execute(&app.db.pool)

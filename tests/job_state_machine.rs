@@ -326,6 +326,7 @@ struct Harness<'a> {
     inflight: Vec<InFlight>,
     alive: Vec<bool>,
     pivot: Vec<String>,
+    cursors: Vec<worker::Cursor>,
     next_token: u64,
     history_rows: i64,
     operator_rows: i64,
@@ -384,6 +385,7 @@ impl<'a> Harness<'a> {
             inflight: Vec::new(),
             alive: vec![true; slots],
             pivot: vec![String::new(); slots],
+            cursors: vec![worker::Cursor::default(); slots],
             next_token: 0,
             history_rows: 0,
             operator_rows: 0,
@@ -573,13 +575,22 @@ impl<'a> Harness<'a> {
             fair,
         };
         let pivot = self.pivot[worker.slot()].clone();
+        // Fair claims keep the worker's cursor (its pivot evolves as the model's does);
+        // oldest-first claims start from the beginning, so the model can say exactly
+        // which jobs they take.
+        let mut from_start = worker::Cursor::default();
+        let cursor = if fair {
+            &mut self.cursors[worker.slot()]
+        } else {
+            &mut from_start
+        };
         let claimed = worker::claim(
             self.pool,
             &worker.name(),
             QUEUES[worker.queue],
             limit,
             rules,
-            &pivot,
+            cursor,
         )
         .await
         .map_err(db)?;
@@ -1088,6 +1099,7 @@ impl<'a> Harness<'a> {
         self.note(format!("restart {}", worker.name()));
         self.alive[worker.slot()] = true;
         self.pivot[worker.slot()] = String::new();
+        self.cursors[worker.slot()] = worker::Cursor::default();
         // The earlier run is gone: its attempts hold nothing any more.
         for holders in self.live.values_mut() {
             holders.retain(|(_, w)| *w != worker);
@@ -1586,9 +1598,16 @@ async fn take(pool: &PgPool, worker: &str) -> Vec<worker::Claimed> {
         release_dedupe_key: false,
         fair: false,
     };
-    worker::claim(pool, worker, QUEUES[0], 10, rules, "")
-        .await
-        .unwrap()
+    worker::claim(
+        pool,
+        worker,
+        QUEUES[0],
+        10,
+        rules,
+        &mut worker::Cursor::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// What the runner sends for `claim` when the job returned `result`.

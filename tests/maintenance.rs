@@ -33,8 +33,8 @@ async fn wait_for_prune_done(pool: &PgPool) {
 async fn insert_job(pool: &PgPool, state: &str, done_days_ago: i32) -> String {
     let id = ulid::Ulid::generate().to_string();
     sqlx::query(
-        "INSERT INTO jobs (id, queue, payload, state, attempt, max_attempts, run_at, finished_at, priority)
-         VALUES ($1, 'demo.noop', convert_to('{}', 'UTF8'), $2::job_state, 1, 1, now(), now() - $3 * interval '1 day', 0)",
+        "INSERT INTO jobs (id, queue, payload, state, attempt, max_attempts, run_at, finished_at)
+         VALUES ($1, 'demo.noop', convert_to('{}', 'UTF8'), $2::job_state, 1, 1, now(), now() - $3 * interval '1 day')",
     )
     .bind(&id)
     .bind(state)

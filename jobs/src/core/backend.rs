@@ -31,7 +31,7 @@ use sqlx::PgPool;
 use ulid::Ulid;
 
 use super::{
-    store::worker::{self as store, ClaimRules, Claimed},
+    store::worker::{self as store, ClaimRules, Claimed, Cursor},
     wakeup::WakeFlag,
 };
 
@@ -54,26 +54,26 @@ pub struct QueueConfig {
 struct QueueStore {
     pool: PgPool,
     config: QueueConfig,
-    /// The last fair key this worker served: the next claim starts after it.
-    pivot: Arc<Mutex<String>>,
+    /// Where this worker's next claim starts.
+    cursor: Arc<Mutex<Cursor>>,
 }
 
 impl QueueStore {
     async fn claim(&self, worker: &WorkerContext) -> Result<Vec<Task<Vec<u8>>>, Error> {
-        let pivot = self.pivot.lock().map(|p| p.clone()).unwrap_or_default();
+        // One claim at a time per worker (apalis fetches sequentially); the lock only
+        // lets the cursor live in a clonable store.
+        let mut cursor = self.cursor.lock().map(|c| c.clone()).unwrap_or_default();
         let rows = store::claim(
             &self.pool,
             worker.name(),
             self.config.queue,
             self.config.batch_size,
             self.config.rules,
-            &pivot,
+            &mut cursor,
         )
         .await?;
-        if let Some(last) = rows.iter().filter_map(|r| r.fair_key.as_ref()).max()
-            && let Ok(mut pivot) = self.pivot.lock()
-        {
-            pivot.clone_from(last);
+        if let Ok(mut shared) = self.cursor.lock() {
+            *shared = cursor;
         }
         rows.into_iter().map(into_task).collect()
     }
@@ -192,7 +192,7 @@ impl<Args> JobStore<Args> {
             persistence: Persisted::new(QueueStore {
                 pool: pool.clone(),
                 config,
-                pivot: Arc::default(),
+                cursor: Arc::default(),
             }),
             codec: JsonCodec::default(),
             _args: PhantomData,

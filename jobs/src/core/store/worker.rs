@@ -22,6 +22,7 @@ pub struct Claimed {
     pub attempt: i32,
     pub max_attempts: i32,
     pub fair_key: Option<String>,
+    pub run_at: DateTime<Utc>,
     /// Identifies this claim: the acknowledgement of this attempt and a hand-back
     /// must present it, so a late result of an earlier claim of the same job by the
     /// same worker (after a cancel and replay, or a takeover) changes nothing.
@@ -44,14 +45,16 @@ const CLAIM_SET: &str = "
         dedupe_key = CASE WHEN $4 THEN NULL ELSE j.dedupe_key END
     FROM picked
     WHERE j.id = picked.id
-    RETURNING j.id, j.payload, j.attempt, j.max_attempts, j.fair_key, j.locked_at AS claimed_at";
+    RETURNING j.id, j.payload, j.attempt, j.max_attempts, j.fair_key, j.run_at,
+              j.locked_at AS claimed_at";
 
-/// Oldest due jobs first (by priority, then run time).
+/// Oldest due jobs first, from just after `($5, $6)` in (run time, id) order.
 const PICK_OLDEST: &str = "
     WITH picked AS (
         SELECT id FROM jobs
         WHERE queue = $2 AND state IN ('available', 'scheduled', 'retryable') AND run_at <= now()
-        ORDER BY priority DESC, run_at, id
+          AND (run_at, id) > ($5, $6)
+        ORDER BY run_at, id
         LIMIT $3
         FOR UPDATE SKIP LOCKED)";
 
@@ -98,30 +101,88 @@ const PICK_FAIR: &str = "
             SELECT id FROM jobs
             WHERE queue = $2 AND fair_key = keys.k
               AND state IN ('available', 'scheduled', 'retryable') AND run_at <= now()
-            ORDER BY priority DESC, run_at, id
+            ORDER BY run_at, id
             LIMIT share.per_key
             FOR UPDATE SKIP LOCKED) p
         LIMIT $3)";
 
-/// Claims up to `limit` due jobs of `queue` for `worker`. `pivot` is the last fair key
-/// this worker served (fair queues only).
+/// Where a worker's next claim starts: after the last job it claimed (in run time and
+/// id order for oldest-first queues, in key order for fair ones), so a claim never
+/// walks the index entries of jobs claimed before it (until vacuum removes them, a
+/// queue drained from its start would read every one of them again, each claim).
+/// Jobs that become due behind the cursor (a retry, a job handed back, a late commit)
+/// are found by the claims that start from the beginning: after a short claim, and
+/// at least every [`Cursor::RESCAN_AFTER`].
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    after: Option<(DateTime<Utc>, String)>,
+    fair_key: String,
+    since: std::time::Instant,
+}
+
+impl Default for Cursor {
+    fn default() -> Self {
+        Self {
+            after: None,
+            fair_key: String::new(),
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Cursor {
+    pub const RESCAN_AFTER: Duration = Duration::from_secs(1);
+
+    fn start(&mut self) -> (DateTime<Utc>, String) {
+        if self.since.elapsed() >= Self::RESCAN_AFTER {
+            self.after = None;
+            self.since = std::time::Instant::now();
+        }
+        self.after
+            .clone()
+            .unwrap_or((DateTime::<Utc>::UNIX_EPOCH, String::new()))
+    }
+
+    fn advance(&mut self, claimed: &[Claimed], limit: usize) {
+        self.after = if claimed.len() < limit {
+            None
+        } else {
+            claimed.iter().map(|c| (c.run_at, c.id.clone())).max()
+        };
+        if let Some(last) = claimed.iter().filter_map(|c| c.fair_key.as_ref()).max() {
+            self.fair_key.clone_from(last);
+        }
+    }
+}
+
+/// Claims up to `limit` due jobs of `queue` for `worker`, from `cursor` on.
 pub async fn claim(
     pool: &PgPool,
     worker: &str,
     queue: &str,
     limit: usize,
     rules: ClaimRules,
-    pivot: &str,
+    cursor: &mut Cursor,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let pick = if rules.fair { PICK_FAIR } else { PICK_OLDEST };
-    let sql = format!("{pick}{CLAIM_SET}");
+    let sql = if rules.fair {
+        format!("{PICK_FAIR}{CLAIM_SET}")
+    } else {
+        format!("{PICK_OLDEST}{CLAIM_SET}")
+    };
     let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(worker)
         .bind(queue)
         .bind(i32::try_from(limit).unwrap_or(i32::MAX))
         .bind(rules.release_dedupe_key);
-    let query = if rules.fair { query.bind(pivot) } else { query };
-    query.fetch_all(pool).await
+    let query = if rules.fair {
+        query.bind(cursor.fair_key.clone())
+    } else {
+        let (run_at, id) = cursor.start();
+        query.bind(run_at).bind(id)
+    };
+    let claimed: Vec<Claimed> = query.fetch_all(pool).await?;
+    cursor.advance(&claimed, limit);
+    Ok(claimed)
 }
 
 /// What an attempt came to, as recorded in its history row.
