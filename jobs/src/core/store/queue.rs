@@ -82,8 +82,14 @@ pub async fn install_change_log_trigger(
         version = delivery.version,
         max_attempts = delivery.max_attempts,
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
-    Ok(())
+    // Every starting process installs it: concurrent `CREATE OR REPLACE` of one
+    // function fail with "tuple concurrently updated", so they take turns.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('syncline: job core install'))")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    tx.commit().await
 }
 
 fn quote_literal(text: &str) -> String {
