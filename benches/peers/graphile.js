@@ -17,7 +17,9 @@
 //     batches every 50 ms).
 //
 // The database is DATABASE_URL's (a fresh one); GW_MODE (unbatched|batched) and
-// GW_CONCURRENCY are read by graphile.config.js. Prints one JSON object on stdout.
+// GW_CONCURRENCY (per process; 24 as in perfTest unless given) are read by
+// graphile.config.js. Prints one JSON object on stdout, with `setting` describing how
+// it ran (mode, local queue, completion batching, processes × concurrency).
 
 // As perfTest/run.js does: no log line per successful job (read when the library
 // loads, here and in the CLI processes, which inherit it).
@@ -100,9 +102,12 @@ async function drain({ jobs, processes }) {
     // A drain no longer than the empty run is lost in start-up noise (tiny smoke counts).
     const seconds = (full.ms - empty.ms) / 1000;
     return {
+      setting: describe(`${processes} \`--once\` process${processes === 1 ? "" : "es"}`),
       jobs,
       processes,
       concurrency: preset.worker.concurrentJobs,
+      local_queue_size: (preset.worker.localQueue || {}).size ?? null,
+      complete_job_batch_delay_ms: preset.worker.completeJobBatchDelay ?? null,
       empty_run_ms: empty.ms,
       drain_run_ms: full.ms,
       jobs_per_s: seconds > 0 ? jobs / seconds : null,
@@ -111,6 +116,20 @@ async function drain({ jobs, processes }) {
   } finally {
     await pool.end();
   }
+}
+
+/** How the workers were configured, in words, for the report's table. */
+function describe(workers) {
+  const w = preset.worker;
+  const mode = process.env.GW_MODE || "unbatched";
+  const queue = w.localQueue && w.localQueue.size > 0
+    ? `local queue ${w.localQueue.size}` +
+      (w.localQueue.refetchDelay ? ` (refetch delay ${w.localQueue.refetchDelay.durationMs} ms)` : "")
+    : "no local queue";
+  const completion = w.completeJobBatchDelay >= 0
+    ? `completions batched (delay ${w.completeJobBatchDelay} ms)`
+    : "one completion per job";
+  return `${mode}: ${queue}, ${completion}; ${workers} × concurrency ${w.concurrentJobs}`;
 }
 
 class ProbeTimeout extends Error {}
@@ -210,7 +229,12 @@ async function latency({ samples, "load-rate": loadRate, "warm-up": warmUp }) {
       await load;
     }
     const achieved = loaded / ((nowMs() - loadStarted) / 1000);
-    return { idle, under_load: { ...underLoad, load_jobs_per_s: achieved } };
+    return {
+      setting: describe("1 in-process worker"),
+      concurrency: preset.worker.concurrentJobs,
+      idle,
+      under_load: { ...underLoad, load_jobs_per_s: achieved },
+    };
   } finally {
     client.release();
     await runner.stop();

@@ -88,7 +88,9 @@ pub async fn install_change_log_trigger(
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('syncline: job core install'))")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await
 }
 
