@@ -422,3 +422,62 @@ pub async fn record_integration(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: RetryPolicy = RetryPolicy::STANDARD;
+
+    fn verdict(result: Result<(), JobError>, attempt: u32) -> Verdict {
+        Verdict::of(result, attempt, &POLICY, 1.0)
+    }
+
+    #[test]
+    fn success_completes_and_permanent_errors_discard() {
+        assert_eq!(verdict(Ok(()), 1).outcome, AttemptOutcome::Completed);
+        let v = verdict(Err(JobError::permanent("400 from peer")), 1);
+        assert_eq!(
+            (v.outcome, v.run_in, v.error.as_deref()),
+            (AttemptOutcome::Discarded, None, Some("400 from peer"))
+        );
+    }
+
+    #[test]
+    fn retries_follow_the_table_until_the_budget_is_spent() {
+        let v = verdict(Err(JobError::retryable("503")), 2);
+        assert_eq!(v.outcome, AttemptOutcome::RetryScheduled);
+        assert_eq!(v.run_in, Some(Duration::from_secs(30)));
+        let last = verdict(Err(JobError::retryable("503")), POLICY.max_attempts);
+        assert_eq!(
+            (last.outcome, last.run_in),
+            (AttemptOutcome::Discarded, None)
+        );
+    }
+
+    #[test]
+    fn an_endless_retry_after_is_clamped_and_scaling_cannot_overflow() {
+        let asked = Some(Duration::from_secs(u64::MAX));
+        let v = verdict(Err(JobError::retry_after("429", asked)), 1);
+        assert_eq!(v.run_in, Some(delay::max()));
+        let scaled = Verdict::of(Err(JobError::retry_after("429", asked)), 1, &POLICY, 0.5);
+        assert_eq!(scaled.run_in, Some(delay::max() / 2));
+    }
+
+    #[test]
+    fn a_snooze_keeps_no_error_and_its_delay() {
+        let v = verdict(
+            Err(JobError::snooze(Duration::from_secs(3))),
+            POLICY.max_attempts,
+        );
+        assert_eq!(v.outcome, AttemptOutcome::Snoozed);
+        assert_eq!(v.run_in, Some(Duration::from_secs(3)));
+        assert_eq!(v.error, None);
+    }
+
+    #[test]
+    fn a_panic_message_names_the_panic() {
+        let caught = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
+        assert_eq!(panic_message(caught.as_ref()), "the job panicked: boom 7");
+    }
+}
