@@ -229,13 +229,12 @@ def main() -> None:
         if ours is None:
             print(f"**syncline best ÷ {peer.engine} best: –** (no syncline drain measured)")
             continue
-        extremes = (
-            f"{ours.rates[0] / peer.rates[-1]:.2f}–{ours.rates[-1] / peer.rates[0]:.2f}×"
-        )
         print(
             f"**syncline best ÷ {peer.engine} best = {our_rate / peer.median:.2f}×** "
             f"({fmt(our_rate)} ÷ {fmt(peer.median)} median jobs/s; syncline: {ours.first['setting']}; "
-            f"{peer.engine}: {peer.first['setting']}; slowest-vs-fastest to fastest-vs-slowest run: {extremes})"
+            f"{peer.engine}: {peer.first['setting']}. Over single runs: from "
+            f"{ours.rates[0] / peer.rates[-1]:.2f}× (syncline's slowest run ÷ the peer's fastest) to "
+            f"{ours.rates[-1] / peer.rates[0]:.2f}× (syncline's fastest ÷ the peer's slowest).)"
         )
         print()
     for engine_name in sorted({s.engine for s in ordered} - set(best)):
