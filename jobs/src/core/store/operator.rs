@@ -288,11 +288,7 @@ async fn act(
         let mut queues: Vec<String> = done.into_iter().map(|(_, q)| q).collect();
         queues.sort_unstable();
         queues.dedup();
-        sqlx::query("SELECT pg_notify($1, queue) FROM unnest($2::text[]) AS queue")
-            .bind(super::WAKE_CHANNEL)
-            .bind(&queues)
-            .execute(&mut *conn)
-            .await?;
+        super::worker::wake(&mut *conn, &queues).await?;
     }
     Ok(ids)
 }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
 use super::{JobState, storable_text};
 
@@ -429,14 +429,14 @@ pub async fn retire(pool: &PgPool, workers: &[String]) -> Result<(), sqlx::Error
 }
 
 /// Wakes the workers of `queues` (jobs there became due outside an insert).
-pub async fn wake(pool: &PgPool, queues: &[String]) -> Result<(), sqlx::Error> {
+pub async fn wake(conn: impl PgExecutor<'_>, queues: &[String]) -> Result<(), sqlx::Error> {
     if queues.is_empty() {
         return Ok(());
     }
     sqlx::query("SELECT pg_notify($1, queue) FROM unnest($2::text[]) AS queue")
         .bind(super::WAKE_CHANNEL)
         .bind(queues)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
